@@ -1,0 +1,1 @@
+"""The Dash app and the command-line interface."""

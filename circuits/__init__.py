@@ -1,0 +1,1 @@
+"""Intervene and discover: causal tracing, patching, ablation, head importance and more."""

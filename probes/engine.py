@@ -1,0 +1,283 @@
+"""The hook engine: the one place that runs a model with hooks over a batch of prompts.
+
+``run`` takes a right-padded ``Batch`` and
+
+- ``edits``: per-row interventions (``Edit``), so each row of a sweep can ablate, restore or patch
+  something different inside one hook call (advanced indexing by per-row index tensors);
+- ``hooks``: arbitrary ``(hook_name, fn)`` pairs in TransformerLens's convention;
+- ``cache``: hook names or glob patterns whose activations to keep (optionally reduced by
+  ``keep``, e.g. to the last position, so only what is asked for is held);
+- ``start_layer`` + ``resid``: start the forward at block ``l`` from a cached residual stream
+  (``blocks.{l}.hook_resid_pre``); blocks below ``l`` are swapped for pass-throughs and cost
+  nothing, so a sweep of variants at layer ``l`` never recomputes the prefix they cannot change;
+- ``logits_at``: the positions (one per row) whose logits are wanted; the unembedding then runs
+  on those rows only.
+
+Attention: the bridge re-implements attention eagerly to expose patterns. When no hook or cache
+entry of a run reads a hook that only eager attention fires (``hook_pattern``, ``hook_attn_scores``,
+the rotary hooks), the attention modules delegate to the HF implementation with SDPA instead, which
+fires every other hook with the same values (``probe_sdpa_hooks`` finds that set per model at load,
+and the tests check the values). ``attention="eager"`` forces the bridge's path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import types
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Sequence
+
+import torch
+
+from .errors import HeadscopeError
+from .model import Batch, Model
+
+HookFn = Callable[[torch.Tensor, object], torch.Tensor | None]
+
+
+@dataclass
+class Edit:
+    """Set (part of) an activation on some rows of a batch.
+
+    For activations laid out ``[batch, pos, ...]`` (residual stream, MLP and attention outputs)
+    or ``[batch, pos, head, d_head]`` (``hook_z``, ``hook_q``...). Element ``i`` of ``rows`` is edited
+    at ``positions[i]`` (all positions when ``positions`` is None) and, for per-head hooks,
+    ``heads[i]``. ``value`` broadcasts against the indexed selection (``[k, ...]``); None sets zero.
+    """
+
+    hook: str
+    rows: torch.Tensor
+    positions: torch.Tensor | None = None
+    heads: torch.Tensor | None = None
+    value: torch.Tensor | float | None = None
+
+    def __call__(self, act: torch.Tensor, hook=None) -> torch.Tensor:
+        if act.requires_grad:
+            act = act.clone()
+        # per-head hooks: index a [batch, head, pos, d_head] view, which writes through to act
+        target = act if self.heads is None else act.transpose(1, 2)
+        index = [self.rows]
+        if self.heads is not None:
+            index.append(self.heads)
+        if self.positions is not None:
+            index.append(self.positions)
+        index = tuple(i.to(act.device) for i in index)
+        if self.value is None:
+            target[index] = 0.0
+        elif isinstance(self.value, torch.Tensor):
+            target[index] = self.value.to(device=act.device, dtype=act.dtype)
+        else:
+            target[index] = self.value
+        return act
+
+
+@dataclass
+class RunOutput:
+    logits: torch.Tensor | None  # [batch, pos, vocab], or [batch, vocab] when logits_at was given
+    cache: dict[str, torch.Tensor]
+
+
+def hook_names(model: Model, patterns: str | Sequence[str]) -> list[str]:
+    """TransformerLens hook names matching glob patterns (``blocks.*.hook_resid_post``) or exact names."""
+    if isinstance(patterns, str):
+        patterns = [p.strip() for p in patterns.split(",") if p.strip()]
+    available = [n for n in model.bridge.hook_dict if model.bridge._gated_hook_reason(n) is None]
+    out: list[str] = []
+    for pattern in patterns:
+        matched = [n for n in available if fnmatch.fnmatchcase(n, pattern)]
+        if not matched:
+            raise HeadscopeError(
+                f"hook pattern {pattern!r} matches no hook of this model; e.g. blocks.*.hook_resid_post, "
+                "blocks.0.attn.hook_z, blocks.*.hook_mlp_out"
+            )
+        out.extend(n for n in matched if n not in out)
+    return _layer_sorted(out)
+
+
+def _layer_sorted(names: list[str]) -> list[str]:
+    def key(name: str):
+        parts = name.split(".")
+        layer = int(parts[1]) if parts[0] == "blocks" and parts[1].isdigit() else (-1 if "embed" in name else 10**6)
+        return layer, names.index(name)
+
+    return sorted(names, key=key)
+
+
+def run(
+    model: Model,
+    batch: Batch,
+    *,
+    edits: Iterable[Edit] = (),
+    hooks: Iterable[tuple[str, HookFn]] = (),
+    cache: str | Sequence[str] | None = None,
+    keep: Callable[[str, torch.Tensor], torch.Tensor] | None = None,
+    start_layer: int = 0,
+    resid: torch.Tensor | None = None,
+    logits_at: torch.Tensor | None = None,
+    attention: str = "auto",
+    grad: bool = False,
+) -> RunOutput:
+    """Run one forward pass over ``batch`` with edits, hooks and a selective cache (module docstring)."""
+    edits = list(edits)
+    hooks = list(hooks)
+    cache_names = hook_names(model, cache) if cache else []
+    captured: dict[str, torch.Tensor] = {}
+
+    def make_recorder(name: str) -> HookFn:
+        def record(act: torch.Tensor, hook=None):
+            kept = keep(name, act) if keep is not None else act
+            captured[name] = kept if grad else kept.detach()
+            return act
+
+        return record
+
+    fwd = [(e.hook, e) for e in edits] + hooks + [(n, make_recorder(n)) for n in cache_names]
+    if logits_at is not None:
+        fwd.append(("unembed.hook_in", _gather_rows(logits_at)))
+    mode = choose_attention(model, [name for name, _ in fwd], attention)
+    if start_layer:
+        model.check_layer(start_layer)
+        if resid is None or resid.shape[:2] != batch.input_ids.shape:
+            raise HeadscopeError(f"start_layer={start_layer} needs resid of shape [batch, pos, d_model] "
+                                 f"matching the batch {tuple(batch.input_ids.shape)}")
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.set_grad_enabled(grad))
+        stack.enter_context(attention_mode(model, mode))
+        if start_layer:
+            stack.enter_context(_start_at(model, start_layer, resid))
+        stack.enter_context(model.bridge.hooks(fwd_hooks=fwd))
+        logits = model.bridge(batch.input_ids, attention_mask=batch.attention_mask, return_type="logits")
+    if logits_at is not None:
+        logits = logits[:, 0]
+    return RunOutput(logits, captured)
+
+
+def _gather_rows(positions: torch.Tensor) -> HookFn:
+    def gather(act: torch.Tensor, hook=None) -> torch.Tensor:
+        idx = positions.to(act.device)
+        return act[torch.arange(act.shape[0], device=act.device), idx][:, None]
+
+    return gather
+
+
+# -- attention implementation -------------------------------------------------------------------
+
+def choose_attention(model: Model, names: Iterable[str], attention: str = "auto") -> str:
+    if attention not in ("auto", "eager", "sdpa"):
+        raise HeadscopeError(f"unknown attention {attention!r}; use auto, eager or sdpa")
+    needs_eager = any(n not in model.sdpa_hooks for n in names)
+    if attention == "sdpa" and needs_eager:
+        bad = sorted(n for n in names if n not in model.sdpa_hooks)
+        raise HeadscopeError(f"attention='sdpa' cannot fire {bad[0]}; only eager attention computes it")
+    if attention == "auto":
+        return "eager" if needs_eager or not model.sdpa_hooks else "sdpa"
+    return attention
+
+
+def _sdpa_forward(self, *args, **kwargs):
+    """Attention through the wrapped HF module (SDPA), keeping the bridge's in/out hooks."""
+    if "hidden_states" in kwargs:
+        hidden = kwargs.pop("hidden_states")
+    else:
+        hidden, args = args[0], args[1:]
+    hidden = self.hook_in(hidden)
+    out = self.original_component(hidden, *args, **kwargs)
+    attn_out = out[0] if isinstance(out, tuple) else out
+    return self.hook_out(attn_out), None
+
+
+def _configs(model: Model):
+    seen = []
+    for cfg in (model.hf_model.config, getattr(model.hf_model.config, "text_config", None)):
+        if cfg is not None and all(cfg is not s for s in seen):
+            seen.append(cfg)
+    return seen
+
+
+@contextlib.contextmanager
+def attention_mode(model: Model, mode: str) -> Iterator[None]:
+    if mode != "sdpa":
+        yield
+        return
+    attns = [block.attn for block in model.bridge.blocks]
+    configs = _configs(model)
+    before = [cfg._attn_implementation for cfg in configs]
+    for attn in attns:
+        object.__setattr__(attn, "forward", types.MethodType(_sdpa_forward, attn))
+    for cfg in configs:
+        cfg._attn_implementation = "sdpa"
+    try:
+        yield
+    finally:
+        for attn in attns:
+            object.__delattr__(attn, "forward")
+        for cfg, impl in zip(configs, before):
+            cfg._attn_implementation = impl
+
+
+def probe_sdpa_hooks(model: Model) -> frozenset[str]:
+    """Hooks that fire with the same shapes under SDPA delegation, if its logits match eager's."""
+    batch = model.batch(["The quick brown fox jumps over the lazy dog"])
+    every = [n for n in model.bridge.hook_dict if model.bridge._gated_hook_reason(n) is None]
+    model.sdpa_hooks = frozenset()
+    try:
+        eager = run(model, batch, cache=every, attention="eager")
+        model.sdpa_hooks = frozenset(every)  # let the probe run fire whatever it can
+        sdpa = run(model, batch, cache=every, attention="sdpa")
+    except Exception:  # an architecture whose HF attention cannot be delegated keeps eager
+        model.sdpa_hooks = frozenset()
+        return frozenset()
+    tol = 1e-4 if model.dtype == torch.float32 else 3e-2
+    scale = eager.logits.abs().max().clamp_min(1.0)
+    if (eager.logits - sdpa.logits).abs().max() > tol * scale:
+        return frozenset()
+    return frozenset(n for n, t in sdpa.cache.items() if n in eager.cache and eager.cache[n].shape == t.shape)
+
+
+# -- starting at a layer ------------------------------------------------------------------------
+
+class _PassThrough(torch.nn.Module):
+    """Stands in for a skipped decoder block; the last one hands over the cached residual."""
+
+    def __init__(self, resid: torch.Tensor | None):
+        super().__init__()
+        self.resid = resid
+
+    def forward(self, hidden_states, *args, **kwargs):
+        return hidden_states if self.resid is None else self.resid
+
+
+@contextlib.contextmanager
+def _start_at(model: Model, layer: int, resid: torch.Tensor) -> Iterator[None]:
+    originals = [model.layers[i] for i in range(layer)]
+    for i in range(layer):
+        model.layers[i] = _PassThrough(resid if i == layer - 1 else None)
+    try:
+        yield
+    finally:
+        for i, module in enumerate(originals):
+            model.layers[i] = module
+
+
+# -- sweeps -------------------------------------------------------------------------------------
+
+def chunks(n: int, size: int) -> Iterator[slice]:
+    """Consecutive slices of ``range(n)`` of at most ``size`` items."""
+    if size < 1:
+        raise HeadscopeError(f"batch size {size} must be at least 1")
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+def auto_batch_size(model: Model, seq_len: int, budget_bytes: int | None = None) -> int:
+    """Rows per forward that fit the memory budget (activations of every layer, with eager patterns)."""
+    if budget_bytes is None:
+        if model.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(model.device)
+            budget_bytes = int(free * 0.5)
+        else:
+            budget_bytes = 2 << 30
+    itemsize = torch.finfo(model.dtype).bits // 8
+    per_row = itemsize * seq_len * (8 * model.d_model + model.n_heads * seq_len + 2 * model.vocab_size)
+    return max(1, min(1024, budget_bytes // max(per_row, 1)))

@@ -1,0 +1,151 @@
+"""The model wrapper: one TransformerLens ``TransformerBridge`` over a ``transformers`` causal LM.
+
+It knows the model's structure, tokenizes with character offsets, and pads batches on the right:
+with causal attention a right-padded prompt's real positions see exactly what they see when the
+prompt runs alone, so position ``p`` of row ``r`` means the same in a batch as alone, and the
+padding (whose outputs are ignored) needs no position-id shift.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .errors import HeadscopeError
+
+
+@dataclass
+class Tokens:
+    """One prompt's tokens: ids, the string of each token, and its character span in the text."""
+
+    text: str
+    ids: list[int]
+    strings: list[str]
+    spans: list[tuple[int, int]]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def positions_of(self, start: int, end: int) -> list[int]:
+        """Token positions whose character span overlaps ``[start, end)``."""
+        return [i for i, (a, b) in enumerate(self.spans) if a < end and b > start and b > a]
+
+
+@dataclass
+class Batch:
+    """Right-padded token ids of several prompts, with their lengths."""
+
+    input_ids: torch.Tensor  # [batch, pos]
+    lengths: torch.Tensor  # [batch]
+    tokens: list[Tokens] = field(default_factory=list)
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        pos = torch.arange(self.input_ids.shape[1], device=self.input_ids.device)
+        return (pos[None, :] < self.lengths[:, None]).long()
+
+    @property
+    def last(self) -> torch.Tensor:
+        """Index of each row's last real token."""
+        return self.lengths - 1
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+
+class Model:
+    """A loaded model: the bridge, the underlying HF model, the tokenizer and its structure."""
+
+    def __init__(self, bridge, hf_model, tokenizer, spec: str, device: torch.device, dtype: torch.dtype):
+        self.bridge = bridge
+        self.hf_model = hf_model
+        self.tokenizer = tokenizer
+        self.spec = spec
+        self.device = device
+        self.dtype = dtype
+        cfg = bridge.cfg
+        self.n_layers: int = int(cfg.n_layers)
+        self.n_heads: int = int(cfg.n_heads)
+        self.n_kv_heads: int = int(getattr(cfg, "n_key_value_heads", None) or cfg.n_heads)
+        self.d_head: int = int(cfg.d_head)
+        self.d_model: int = int(cfg.d_model)
+        self.n_ctx: int = int(cfg.n_ctx)
+        self.vocab_size: int = int(cfg.d_vocab)
+        self.architecture: str = type(hf_model).__name__
+        self.layers = _layer_list(hf_model, bridge)
+        self.sdpa_hooks: frozenset[str] = frozenset()  # filled by engine.probe_sdpa_hooks at load
+
+    # -- structure -------------------------------------------------------------------------
+    def info(self) -> dict:
+        return {
+            "model": self.spec,
+            "n_layers": self.n_layers,
+            "n_heads": self.n_heads,
+            "n_kv_heads": self.n_kv_heads,
+            "d_model": self.d_model,
+            "d_head": self.d_head,
+            "n_ctx": self.n_ctx,
+            "vocab_size": self.vocab_size,
+            "architecture": self.architecture,
+            "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+        }
+
+    def check_layer(self, layer: int) -> int:
+        if not isinstance(layer, int) or not 0 <= layer < self.n_layers:
+            raise HeadscopeError(f"layer {layer!r} out of range; this model has layers 0..{self.n_layers - 1}")
+        return layer
+
+    def check_head(self, head: int) -> int:
+        if not isinstance(head, int) or not 0 <= head < self.n_heads:
+            raise HeadscopeError(f"head {head!r} out of range; this model has heads 0..{self.n_heads - 1}")
+        return head
+
+    # -- tokenization ----------------------------------------------------------------------
+    def tokenize(self, text: str) -> Tokens:
+        """Token ids of ``text`` (with the tokenizer's special tokens) and each token's character span."""
+        if not isinstance(text, str) or not text.strip():
+            raise HeadscopeError("empty prompt: give some text to run the model on")
+        enc = self.tokenizer(text, return_offsets_mapping=True)
+        ids = list(enc["input_ids"])
+        if len(ids) > self.n_ctx:
+            raise HeadscopeError(f"prompt is {len(ids)} tokens long, over this model's context of {self.n_ctx} tokens")
+        spans = [tuple(s) for s in enc["offset_mapping"]]
+        strings = [text[a:b] if b > a else self.tokenizer.convert_ids_to_tokens(i) for i, (a, b) in zip(ids, spans)]
+        return Tokens(text, ids, strings, spans)
+
+    def token_id(self, text: str) -> int:
+        """The first token of ``text`` as the model would predict it after a prompt (no special tokens)."""
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise HeadscopeError(f"target {text!r} is not a token: it tokenizes to nothing")
+        return int(ids[0])
+
+    def batch(self, prompts: list[str] | list[Tokens]) -> Batch:
+        """Tokenize (if needed) and right-pad several prompts into one batch on the model's device."""
+        if len(prompts) == 0:
+            raise HeadscopeError("no prompts given")
+        toks = [p if isinstance(p, Tokens) else self.tokenize(p) for p in prompts]
+        width = max(len(t) for t in toks)
+        pad = self.tokenizer.pad_token_id
+        if pad is None:
+            pad = self.tokenizer.eos_token_id or 0
+        ids = torch.full((len(toks), width), int(pad), dtype=torch.long)
+        for row, t in enumerate(toks):
+            ids[row, : len(t)] = torch.tensor(t.ids)
+        lengths = torch.tensor([len(t) for t in toks])
+        return Batch(ids.to(self.device), lengths.to(self.device), toks)
+
+    def __repr__(self) -> str:
+        return (f"<headscope Model {self.spec!r}: {self.architecture}, {self.n_layers} layers x {self.n_heads} heads "
+                f"({self.n_kv_heads} KV), d_model {self.d_model}, {self.device}, {self.info()['dtype']}>")
+
+
+def _layer_list(hf_model, bridge) -> torch.nn.ModuleList:
+    """The HF ModuleList that holds the decoder blocks (the bridge wraps them in place)."""
+    first = bridge.blocks[0]
+    for module in hf_model.modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) > 0 and module[0] is first:
+            return module
+    raise HeadscopeError(f"cannot find the decoder layers of {type(hf_model).__name__}")
