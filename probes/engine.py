@@ -11,7 +11,8 @@
   (``blocks.{l}.hook_resid_pre``); blocks below ``l`` are swapped for pass-throughs and cost
   nothing, so a sweep of variants at layer ``l`` never recomputes the prefix they cannot change;
 - ``logits_at``: the positions (one per row) whose logits are wanted; the unembedding then runs
-  on those rows only.
+  on those rows only;
+- ``grad``: keep the autograd graph (cached activations are not detached) for gradient methods.
 
 Attention: the bridge re-implements attention eagerly to expose patterns. When no hook or cache
 entry of a run reads a hook that only eager attention fires (``hook_pattern``, ``hook_attn_scores``,
@@ -133,6 +134,8 @@ def run(
         return record
 
     fwd = [(e.hook, e) for e in edits] + hooks + [(n, make_recorder(n)) for n in cache_names]
+    if grad:  # weights are frozen: let gradients start at the embeddings so every activation has one
+        fwd.insert(0, ("hook_embed", _requiring_grad))
     if logits_at is not None:
         fwd.append(("unembed.hook_in", _gather_rows(logits_at)))
     mode = choose_attention(model, [name for name, _ in fwd], attention)
@@ -151,6 +154,10 @@ def run(
     if logits_at is not None:
         logits = logits[:, 0]
     return RunOutput(logits, captured)
+
+
+def _requiring_grad(act: torch.Tensor, hook=None) -> torch.Tensor:
+    return act if act.requires_grad else act.detach().requires_grad_(True)
 
 
 def _gather_rows(positions: torch.Tensor) -> HookFn:
