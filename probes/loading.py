@@ -53,7 +53,7 @@ def load_model(spec: str = "default", device: str | torch.device = "auto", dtype
 
     dev = resolve_device(device)
     dt = resolve_dtype(dtype)
-    hf_model, tokenizer = _load_hf(str(spec), dt, seed)
+    hf_model, tokenizer = _load_hf(str(spec), dev, dt, seed)
     hf_model.to(device=dev, dtype=dt).eval()
     for p in hf_model.parameters():
         p.requires_grad_(False)
@@ -73,11 +73,11 @@ def load_model(spec: str = "default", device: str | torch.device = "auto", dtype
     return model
 
 
-def _load_hf(spec: str, dtype: torch.dtype, seed: int):
+def _load_hf(spec: str, device: torch.device, dtype: torch.dtype, seed: int):
     if spec.startswith("random:"):
         from .random_models import build_random_model
 
-        return build_random_model(spec.split(":", 1)[1], seed=seed)
+        return build_random_model(spec.split(":", 1)[1], seed=seed, device=device, dtype=dtype)
     alias = resolve_alias(spec)
     if alias is not None:
         return _load_gguf(gguf_for_alias(alias), alias.sha256, dtype)

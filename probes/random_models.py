@@ -69,8 +69,9 @@ def tokenizer_dir() -> Path:
     return target
 
 
-def build_random_model(name: str, seed: int = 0):
-    """A random-weight ``transformers`` causal LM and its tokenizer for ``random:<name>``."""
+def build_random_model(name: str, seed: int = 0, device: torch.device | str = "cpu",
+                       dtype: torch.dtype = torch.float32):
+    """A random-weight ``transformers`` causal LM and its tokenizer for ``random:<name>``, built on ``device``."""
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -80,10 +81,11 @@ def build_random_model(name: str, seed: int = 0):
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir())
     config = getattr(transformers, config_class)(**kwargs, bos_token_id=tokenizer.bos_token_id,
                                                  eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    state = torch.random.get_rng_state()
+    generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        model = AutoModelForCausalLM.from_config(config)
+        with torch.device(device):
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype)
         if name == "gpt2" or config_class == "Gemma3TextConfig":
             # transformers zero-initialises some biases and norm weights; random ones exercise more code.
             with torch.no_grad():
@@ -91,5 +93,5 @@ def build_random_model(name: str, seed: int = 0):
                     if param_name.endswith("bias") or "norm" in param_name or ".ln_" in param_name:
                         param.normal_(0.0, 0.1)
     finally:
-        torch.random.set_rng_state(state)
+        torch.random.set_rng_state(generator_state)
     return model, tokenizer
