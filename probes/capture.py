@@ -110,7 +110,8 @@ def capture(
     shard_rows: int = 4096,
     progress: bool = True,
 ) -> Activations:
-    """Capture activations; ``positions`` is ``"last"``, ``"all"`` or a token span ``(start, end)``."""
+    """Capture activations; ``positions`` is ``"last"``, ``"all"`` or a token span ``(start, end)``;
+    ``device`` is where the captured tensors are kept: ``"cpu"`` or ``"model"`` (e.g. stay on the GPU)."""
     from tqdm.auto import tqdm
 
     if isinstance(prompts, (str, Path)):
@@ -126,6 +127,8 @@ def capture(
     head_index = None
     if heads is not None:
         head_index = torch.tensor([model.check_head(h) for h in heads])
+    if device not in ("cpu", "model"):
+        raise HeadscopeError(f"device {device!r} for captured tensors must be 'cpu' or 'model' (the model's device)")
     if positions not in ("last", "all") and not (isinstance(positions, tuple) and len(positions) == 2):
         raise HeadscopeError(f"positions {positions!r} must be 'last', 'all' or a (start, end) token span")
     toks = [model.tokenize(p) for p in prompts]
@@ -147,8 +150,7 @@ def capture(
             ids = batch.input_ids[rows, pos].tolist()
             frame = pd.DataFrame({"prompt": (rows + sl.start).tolist(), "position": pos.tolist(),
                                   "token": [model.tokenizer.decode([i]) for i in ids]})
-            target = "cpu" if device == "cpu" else model.device
-            values = {n: result.cache[n].to(target) for n in names}
+            values = {n: result.cache[n].to("cpu" if device == "cpu" else model.device) for n in names}
             if writer is not None:
                 writer.add(frame, values)
             else:

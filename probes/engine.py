@@ -8,11 +8,15 @@
 - ``cache``: hook names or glob patterns whose activations to keep (optionally reduced by
   ``keep``, e.g. to the last position, so only what is asked for is held);
 - ``start_layer`` + ``resid``: start the forward at block ``l`` from a cached residual stream
-  (``blocks.{l}.hook_resid_pre``); blocks below ``l`` are swapped for pass-throughs and cost
-  nothing, so a sweep of variants at layer ``l`` never recomputes the prefix they cannot change;
+  (``blocks.{l}.hook_resid_pre``; at ``l = 0`` it replaces the embeddings); blocks below ``l`` are
+  swapped for pass-throughs and cost nothing, so a sweep of variants at layer ``l`` never
+  recomputes the prefix they cannot change;
 - ``logits_at``: the positions (one per row) whose logits are wanted; the unembedding then runs
   on those rows only;
-- ``grad``: keep the autograd graph (cached activations are not detached) for gradient methods.
+- ``grad``: keep the autograd graph (cached activations are not detached) for gradient methods;
+- ``kv_cache`` / ``past``: return the run's keys and values (every position, every layer), and resume
+  a run from a prefix of them (``prefix_cache``): a variant that changes nothing before token ``t``
+  needs only the positions from ``t`` on, attending to the cached keys and values of the rest.
 
 Attention: the bridge re-implements attention eagerly to expose patterns. When no hook or cache
 entry of a run reads a hook that only eager attention fires (``hook_pattern``, ``hook_attn_scores``,
@@ -53,6 +57,9 @@ class Edit:
     heads: torch.Tensor | None = None
     value: torch.Tensor | float | None = None
 
+    def __repr__(self) -> str:  # TransformerLens formats hook functions it registers: keep it cheap
+        return f"Edit({self.hook!r}, {len(self.rows)} rows)"
+
     def __call__(self, act: torch.Tensor, hook=None) -> torch.Tensor:
         if act.requires_grad:
             act = act.clone()
@@ -77,6 +84,7 @@ class Edit:
 class RunOutput:
     logits: torch.Tensor | None  # [batch, pos, vocab], or [batch, vocab] when logits_at was given
     cache: dict[str, torch.Tensor]
+    past: object | None = None  # the HF cache of keys and values, when kv_cache=True
 
 
 def hook_names(model: Model, patterns: str | Sequence[str]) -> list[str]:
@@ -118,6 +126,8 @@ def run(
     logits_at: torch.Tensor | None = None,
     attention: str = "auto",
     grad: bool = False,
+    kv_cache: bool = False,
+    past=None,
 ) -> RunOutput:
     """Run one forward pass over ``batch`` with edits, hooks and a selective cache (module docstring)."""
     edits = list(edits)
@@ -138,22 +148,47 @@ def run(
         fwd.insert(0, ("hook_embed", _requiring_grad))
     if logits_at is not None:
         fwd.append(("unembed.hook_in", _gather_rows(logits_at)))
-    mode = choose_attention(model, [name for name, _ in fwd], attention)
-    if start_layer:
+    if start_layer or resid is not None:
         model.check_layer(start_layer)
         if resid is None or resid.shape[:2] != batch.input_ids.shape:
             raise HeadscopeError(f"start_layer={start_layer} needs resid of shape [batch, pos, d_model] "
                                  f"matching the batch {tuple(batch.input_ids.shape)}")
+        if start_layer == 0:  # nothing to skip: the embeddings are replaced by resid
+            fwd.insert(0, ("blocks.0.hook_resid_pre", lambda act, hook=None: resid.to(act.dtype)))
+    mode = choose_attention(model, [name for name, _ in fwd], attention)
     with contextlib.ExitStack() as stack:
         stack.enter_context(torch.set_grad_enabled(grad))
         stack.enter_context(attention_mode(model, mode))
         if start_layer:
             stack.enter_context(_start_at(model, start_layer, resid))
         stack.enter_context(model.bridge.hooks(fwd_hooks=fwd))
-        logits = model.bridge(batch.input_ids, attention_mask=batch.attention_mask, return_type="logits")
+        kwargs = {"attention_mask": batch.attention_mask}
+        if past is not None:
+            if bool((batch.lengths != batch.input_ids.shape[1]).any()):
+                raise HeadscopeError("a run resumed from cached keys and values cannot have padded rows")
+            kwargs = {"past_key_values": past}
+        if kv_cache:
+            from transformers import DynamicCache
+
+            # a cache without the model's config keeps every position, also on sliding-window layers
+            kwargs["past_key_values"] = DynamicCache() if past is None else past
+            logits, past = model.bridge(batch.input_ids, return_type="logits_and_cache", **kwargs)
+        else:
+            logits = model.bridge(batch.input_ids, return_type="logits", **kwargs)
     if logits_at is not None:
         logits = logits[:, 0]
-    return RunOutput(logits, captured)
+    return RunOutput(logits, captured, past if kv_cache else None)
+
+
+def prefix_cache(model: Model, past, rows: torch.Tensor, length: int):
+    """A cache holding the first ``length`` positions of ``past``'s rows ``rows``, to resume from."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.hf_model.config)
+    idx = rows.to(past.layers[0].keys.device)
+    for i, layer in enumerate(past.layers):
+        cache.update(layer.keys[idx, :, :length], layer.values[idx, :, :length], i)
+    return cache
 
 
 def _requiring_grad(act: torch.Tensor, hook=None) -> torch.Tensor:

@@ -151,3 +151,33 @@ def test_real_model_predicts_paris_and_batches_like_alone(smol):
     assert smol.tokenizer.decode([int(logits[0].argmax())]) == " Paris"
     for row, prompt in enumerate(prompts):
         torch.testing.assert_close(logits[row], _alone(smol, prompt)[-1], atol=1e-4, rtol=1e-4)
+
+
+def test_resume_from_prefix_cache_equals_full_run(tiny):
+    # the rows differ after position t only (an edit at t), so positions < t come from the cache
+    from headscope.probes.engine import prefix_cache
+    from headscope.probes.model import Batch
+
+    batch = tiny.batch([PROMPTS[0]] * 3)
+    n, t, layer = batch.input_ids.shape[1], 4, 2
+    hook = f"blocks.{layer}.hook_resid_pre"
+    base = run(tiny, batch, cache=[hook], kv_cache=True)
+    assert base.past.layers[0].keys.shape[2] == n  # every position kept, sliding-window layers too
+    value = torch.randn(3, tiny.d_model)
+    full = run(tiny, batch, edits=[Edit(hook, rows=torch.arange(3), positions=torch.full((3,), t), value=value)])
+    suffix = Batch(batch.input_ids[:, t:], torch.full((3,), n - t, device=batch.input_ids.device))
+    past = prefix_cache(tiny, base.past, torch.tensor([2, 1, 0]), t)
+    resumed = run(tiny, suffix, edits=[Edit(hook, rows=torch.arange(3), positions=torch.zeros(3, dtype=torch.long),
+                                            value=value.flip(0))],
+                  start_layer=layer, resid=base.cache[hook][[2, 1, 0], t:], past=past)
+    torch.testing.assert_close(resumed.logits, full.logits[[2, 1, 0], t:], atol=1e-5, rtol=1e-5)
+    with pytest.raises(HeadscopeError, match="padded rows"):
+        run(tiny, tiny.batch(PROMPTS[:2]), past=prefix_cache(tiny, base.past, torch.tensor([0, 1]), 2))
+
+
+def test_start_layer_zero_replaces_the_embeddings(tiny_llama):
+    batch = tiny_llama.batch(PROMPTS)
+    resid = run(tiny_llama, batch, cache=["blocks.0.hook_resid_pre"]).cache["blocks.0.hook_resid_pre"] * 1.5
+    ours = run(tiny_llama, batch, start_layer=0, resid=resid).logits
+    scaled = run(tiny_llama, batch, hooks=[("blocks.0.hook_resid_pre", lambda x, hook: x * 1.5)]).logits
+    torch.testing.assert_close(ours, scaled, atol=1e-5, rtol=1e-5)

@@ -108,6 +108,8 @@ def test_capture_errors(tiny_llama, tmp_path):
         capture(tiny_llama, PROMPTS, "blocks.*.hook_nothing")
     with pytest.raises(HeadscopeError, match="positions 'first'"):
         capture(tiny_llama, PROMPTS, "blocks.0.hook_resid_post", positions="first")
+    with pytest.raises(HeadscopeError, match="device 'gpu' for captured tensors"):
+        capture(tiny_llama, PROMPTS, "blocks.0.hook_resid_post", device="gpu")
     with pytest.raises(HeadscopeError, match="head 7 out of range"):
         capture(tiny_llama, PROMPTS, "blocks.0.attn.hook_z", heads=[7])
     bad = tmp_path / "p.jsonl"
