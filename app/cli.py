@@ -35,7 +35,41 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("--positions", default="last", help="last, all, or START:END token span")
     cap.add_argument("--shard-rows", type=int, default=4096, help="rows per safetensors shard")
     cap.add_argument("--out", required=True, help="output directory")
+
+    tr = sub.add_parser("trace", help="causal tracing (ROME) of one prompt, or averaged over a fact file")
+    _common(tr)
+    tr.add_argument("--prompt", help="the prompt to trace")
+    tr.add_argument("--subject", help="the subject to corrupt, as it appears in the prompt")
+    tr.add_argument("--target", default=None, help="target token (default: the model's top prediction)")
+    tr.add_argument("--facts", default=None, help="JSONL facts (subject, prompt or template, target) to average over")
+    tr.add_argument("--max-facts", type=int, default=None, help="trace a seeded sample of this many known facts")
+    tr.add_argument("--kinds", default="resid,mlp,attn", help="comma-separated: resid, mlp, attn")
+    tr.add_argument("--samples", type=int, default=10, help="noised copies of the prompt")
+    tr.add_argument("--noise", default="3sd", help="noise scale: a multiple of the embedding std (3sd) or a number")
+    tr.add_argument("--window", type=int, default=None, help="layers restored around each layer (default n_layers/5)")
+    tr.add_argument("--out", required=True, help="output directory")
+
+    pa = sub.add_parser("patch", help="activation (or attribution) patching of a clean into a corrupted prompt")
+    _common(pa)
+    pa.add_argument("--clean", required=True)
+    pa.add_argument("--corrupted", required=True)
+    pa.add_argument("--target", required=True)
+    pa.add_argument("--foil", default=None, help="with a foil the metric is the logit difference target - foil")
+    pa.add_argument("--kinds", default="resid,attn,mlp,heads", help="comma-separated: resid, attn, mlp, heads, heads_by_pos")
+    pa.add_argument("--method", default="activation", help="activation (exact) or attribution (gradient estimate)")
+    pa.add_argument("--out", required=True, help="output directory")
     return parser
+
+
+def _kinds(text: str) -> tuple[str, ...]:
+    return tuple(k.strip() for k in text.split(",") if k.strip())
+
+
+def _noise(text: str):
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def _int_list(text: str | None, what: str) -> list[int] | None:
@@ -82,7 +116,51 @@ def cmd_capture(args) -> None:
     print(f"captured {len(result.frame)} rows of {len(result.meta['hooks'])} hooks to {args.out}")
 
 
-COMMANDS = {"info": cmd_info, "capture": cmd_capture}
+def cmd_trace(args) -> None:
+    from headscope.probes import HeadscopeError
+
+    if args.facts:
+        from headscope.circuits.fact_effects import average_indirect_effects, read_facts
+
+        facts = read_facts(args.facts)
+        result = average_indirect_effects(_load(args), facts, kinds=_kinds(args.kinds), samples=args.samples,
+                                          noise=_noise(args.noise), window=args.window, max_facts=args.max_facts,
+                                          seed=args.seed, batch_size=args.batch_size)
+        result.save(args.out)
+        print(f"averaged over {result.meta['n_facts']} known facts ({result.meta['n_dropped']} of "
+              f"{result.meta['n_facts_given']} dropped as unknown) -> {args.out}")
+        return
+    if not args.prompt or args.subject is None:
+        raise HeadscopeError("trace needs --prompt and --subject (or --facts FILE.jsonl)")
+    from headscope.circuits.tracing import trace
+
+    result = trace(_load(args), args.prompt, args.subject, args.target, kinds=_kinds(args.kinds), samples=args.samples,
+                   noise=_noise(args.noise), window=args.window, seed=args.seed, batch_size=args.batch_size)
+    result.save(args.out)
+    meta = result.meta
+    for note in meta["notes"]:
+        print(f"note: {note}")
+    print(f"target {meta['target']!r}: clean {meta['high_score']:.4f}, corrupted {meta['low_score']:.4f} -> {args.out}")
+
+
+def cmd_patch(args) -> None:
+    from headscope.circuits.patching import activation_patching, attribution_patching
+    from headscope.probes import HeadscopeError
+
+    if args.method not in ("activation", "attribution"):
+        raise HeadscopeError(f"--method {args.method!r} must be activation or attribution")
+    model = _load(args)
+    if args.method == "activation":
+        result = activation_patching(model, args.clean, args.corrupted, args.target, args.foil, kinds=_kinds(args.kinds),
+                                     batch_size=args.batch_size)
+    else:
+        result = attribution_patching(model, args.clean, args.corrupted, args.target, args.foil, kinds=_kinds(args.kinds))
+    result.save(args.out)
+    print(f"{args.method} patching, {result.meta['metric']}: clean {result.meta['clean_metric']:.4f}, "
+          f"corrupted {result.meta['corrupted_metric']:.4f} -> {args.out}")
+
+
+COMMANDS = {"info": cmd_info, "capture": cmd_capture, "trace": cmd_trace, "patch": cmd_patch}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -86,7 +86,7 @@ def main() -> None:
     scores = result.frame.set_index(["kind", "layer", "position"])["score"]
     worst = max(abs(scores[c] - v) for c, v in plain.items())
     print(f"full trace, 3 kinds x {model.n_layers} layers x {n} tokens, {args.samples} samples: "
-          f"batched {fast:.2f} s in {meta['forwards']} forwards; plain loop {loop:.2f} s "
+          f"batched {fast:.2f} s; plain loop {loop:.2f} s "
           f"({len(cells)} forwards{', extrapolated from ' + str(len(sample)) if len(sample) < len(cells) else ''})")
     print(f"  ratio plain loop / batched = {loop / fast:.1f}; max |score difference| on the compared cells = {worst:.2e}")
 

@@ -17,14 +17,10 @@ The algorithm follows kmeng01/rome ``experiments/causal_trace.py``:
   ``score - low_score`` and the total effect ``high_score - low_score``.
 
 Speed, not in the reference (which runs one forward per cell): cells go along the batch axis, one
-row per (cell, noise sample), and a restoration skips what it cannot change. Layers below the first
-restored one: each batch starts there from the cached corrupted residual stream. Positions before
-the restored token t: the batch runs positions t.. only, attending to the corrupted run's cached
-keys and values for the rest. Tokens before the subject: with causal attention they are identical
-in the clean and corrupted runs, so restoring them gives ``low_score`` exactly and is not run. Small
-forwards cost about as much as larger ones (weights are read once per forward; on a GPU the launch
-overhead dominates), so cells of neighbouring start layers share a forward, starting at the lowest,
-until it holds enough tokens (512 on a CPU, 8192 on a GPU).
+row per (cell, noise sample), through ``probes.sweep``, which skips the layers below a restoration
+and the positions before it (resuming from the corrupted run's residual stream and keys/values).
+Tokens before the subject are not run at all: with causal attention they are identical in the
+clean and corrupted runs, so restoring them gives ``low_score`` exactly.
 """
 
 from __future__ import annotations
@@ -36,9 +32,8 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from headscope.probes import Edit, HeadscopeError, Model, Result, Tokens, run
-from headscope.probes.engine import auto_batch_size, prefix_cache
-from headscope.probes.model import Batch
+from headscope.probes import HeadscopeError, Model, Result, Tokens, run
+from headscope.probes.sweep import Patch, base_run, sweep
 
 from .metrics import check_metric, resolve_token, target_metric
 
@@ -226,35 +221,20 @@ def trace(
     gen = torch.Generator().manual_seed(seed)
     corruption = _Corruption(torch.tensor(subject_pos),
                              torch.randn(samples, len(subject_pos), model.d_model, generator=gen) * scale)
-    copies = model.batch([tokens] * samples)
-    sample_rows = torch.arange(samples)
-    pre_hooks = [f"blocks.{l}.hook_resid_pre" for l in range(model.n_layers)]
-    corrupted = run(model, copies, hooks=[("hook_embed", corruption.hook(sample_rows))], cache=pre_hooks,
-                    logits_at=copies.last, kv_cache=True)
+    corrupted = base_run(model, tokens, samples, hooks=[("hook_embed", corruption.hook(torch.arange(samples)))])
     low = float(target_metric(corrupted.logits, metric, target_id, foil_id).mean())
 
-    # restorations: one row per (cell, sample); a batch shares the restored token t (positions before
-    # t come from the corrupted keys and values) and, unless merged, the layer its forward starts at
+    # restorations: every cell from the first subject token on, one row per (cell, noise sample)
     first = min(subject_pos)
     cells = [(kind, layer, t) for kind in kinds for layer in layers for t in range(first, n)]
-    start_of = {c: (c[1] if c[0] == "resid" else window_layers(c[1], window, model.n_layers).start) for c in cells}
-    cells.sort(key=lambda c: (c[2], start_of[c]))
-    batch_size = max(samples, batch_size or auto_batch_size(model, n))
-    fill = 8192 if model.device.type == "cuda" else 512
-    groups = _group_cells(cells, start_of, n, samples, batch_size, fill)
-    scores: dict[tuple, float] = {}
-    ids = torch.tensor(tokens.ids, device=model.device)
-    for group in tqdm(groups, desc="causal trace", unit="batch", disable=not progress):
-        t, start = group[0][2], min(start_of[c] for c in group)
-        rows_cell = torch.arange(len(group)).repeat_interleave(samples)
-        rows_sample = sample_rows.repeat(len(group))
-        suffix = Batch(ids[t:].repeat(len(rows_cell), 1), torch.full((len(rows_cell),), n - t, device=model.device))
-        resid = corrupted.cache[f"blocks.{start}.hook_resid_pre"][rows_sample.to(model.device), t:]
-        past = prefix_cache(model, corrupted.past, rows_sample, t) if t else None
-        out = run(model, suffix, edits=_restorations(group, rows_cell, clean.cache, window, model.n_layers),
-                  start_layer=start, resid=resid, past=past, logits_at=suffix.last)
-        values = target_metric(out.logits, metric, target_id, foil_id).view(len(group), samples).mean(1)
-        scores.update(zip(group, values.tolist()))
+    variants = [tuple(Patch(_RESTORED_HOOK[kind].format(j), t)
+                      for j in ([layer] if kind == "resid" else window_layers(layer, window, model.n_layers)))
+                for kind, layer, t in cells]
+    source = {hook: clean.cache[hook][0] for hook in restored_hooks}
+    values = sweep(model, tokens, corrupted, samples, variants, source,
+                   lambda logits: target_metric(logits, metric, target_id, foil_id),
+                   batch_size=batch_size, progress=progress, desc="causal trace")
+    scores = dict(zip(cells, values.mean(1).tolist()))
 
     strings = tokens.strings
     rows = [{"kind": kind, "layer": layer, "position": t, "token": strings[t],
@@ -268,40 +248,7 @@ def trace(
         "target": model.tokenizer.decode([target_id]), "target_token_id": target_id,
         "foil": foil, "foil_token_id": foil_id, "metric": metric, "high_score": high, "low_score": low,
         "total_effect": high - low, "noise": noise, "noise_scale": scale, "samples": samples, "window": window,
-        "kinds": list(kinds), "seed": seed, "batch_size": batch_size, "forwards": len(groups) + 2,
+        "kinds": list(kinds), "seed": seed,
         "notes": notes, "seconds": round(time.perf_counter() - started, 3), "last_position": last,
     }
     return CausalTrace(frame, meta)
-
-
-def _group_cells(cells: list[tuple], start_of: dict, n: int, samples: int, max_rows: int,
-                 fill_tokens: int) -> list[list[tuple]]:
-    """Batches of cells restoring the same token, sorted by start layer, each grown until its forward
-    holds ``fill_tokens`` token rows (or ``max_rows`` rows): below that, a forward costs about the same
-    whatever its size, so the extra layers that later-starting cells then run are cheap."""
-    groups: list[list[tuple]] = []
-    for cell in cells:
-        if groups:
-            group = groups[-1]
-            rows = len(group) * samples
-            if (group[0][2] == cell[2] and rows + samples <= max_rows
-                    and rows * (n - cell[2]) < fill_tokens):
-                group.append(cell)
-                continue
-        groups.append([cell])
-    return groups
-
-
-def _restorations(group: list[tuple], rows_cell: torch.Tensor, clean: dict, window: int, n_layers: int) -> list[Edit]:
-    """One ``Edit`` per restored hook: the rows whose cell restores it get the clean value at their token."""
-    by_hook: dict[str, list[int]] = {}
-    for i, (kind, layer, _) in enumerate(group):
-        layers = [layer] if kind == "resid" else window_layers(layer, window, n_layers)
-        for j in layers:
-            by_hook.setdefault(_RESTORED_HOOK[kind].format(j), []).append(i)
-    t = group[0][2]  # every cell of a group restores token t, the first position of its suffix
-    edits = []
-    for hook, cell_ids in by_hook.items():
-        rows = torch.isin(rows_cell, torch.tensor(cell_ids)).nonzero().squeeze(1)
-        edits.append(Edit(hook, rows=rows, positions=torch.zeros_like(rows), value=clean[hook][0, t]))
-    return edits

@@ -115,13 +115,6 @@ class Model:
         strings = [text[a:b] if b > a else self.tokenizer.convert_ids_to_tokens(i) for i, (a, b) in zip(ids, spans)]
         return Tokens(text, ids, strings, spans)
 
-    def token_id(self, text: str) -> int:
-        """The first token of ``text`` as the model would predict it after a prompt (no special tokens)."""
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        if not ids:
-            raise HeadscopeError(f"target {text!r} is not a token: it tokenizes to nothing")
-        return int(ids[0])
-
     def batch(self, prompts: list[str] | list[Tokens]) -> Batch:
         """Tokenize (if needed) and right-pad several prompts into one batch on the model's device."""
         if len(prompts) == 0:

@@ -45,3 +45,50 @@ def test_user_mistakes_print_one_line_and_exit_2(tmp_path):
         assert out.returncode == 2, (args, out.stderr)
         assert out.stderr.count("\n") == 1 and message in out.stderr, out.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_trace_and_patch_commands(tmp_path):
+    out = cli("trace", "--model", "random:llama", "--prompt", "The Eiffel Tower is located in the city of",
+              "--subject", "The Eiffel Tower", "--samples", "2", "--kinds", "resid,attn", "--out", str(tmp_path / "t"))
+    assert out.returncode == 0, out.stderr
+    import pandas as pd
+
+    frame = pd.read_parquet(tmp_path / "t" / "trace.parquet")
+    assert {"kind", "layer", "position", "token", "score"} <= set(frame.columns)
+    meta = json.loads((tmp_path / "t" / "meta.json").read_text())
+    assert {"high_score", "low_score", "target", "target_token_id", "subject_positions", "noise_scale", "samples",
+            "window"} <= set(meta) and meta["samples"] == 2
+    facts = tmp_path / "facts.jsonl"
+    facts.write_text('{"subject": "Paris", "template": "{} is a city in", "target": " the"}\n'
+                     '{"subject": "Rome", "prompt": "Rome is a city in", "target": " the"}\n')
+    out = cli("trace", "--model", "random:llama", "--facts", str(facts), "--samples", "2", "--kinds", "resid",
+              "--out", str(tmp_path / "f"))
+    # a random model knows no facts: the error says so in one line
+    assert out.returncode == 2 and "gets none of the 2 facts right" in out.stderr
+    for method in ("activation", "attribution"):
+        out = cli("patch", "--model", "random:llama", "--clean", "The river is located in the city of Paris and",
+                  "--corrupted", "The river is located in the city of Rome and", "--target", " the", "--method", method,
+                  "--kinds", "heads", "--out", str(tmp_path / method))
+        assert out.returncode == 0, out.stderr
+        frame = pd.read_parquet(tmp_path / method / "patching.parquet")
+        assert len(frame) == 16 and set(frame["kind"]) == {"heads"}
+
+
+def test_trace_and_patch_mistakes(tmp_path):
+    bad = tmp_path / "facts.jsonl"
+    bad.write_text('{"subject": "Paris", "prompt": "Paris is", "target": " a"}\n{"subject": "Rome"}\n')
+    cases = [
+        (["trace", "--model", "random:llama", "--prompt", "The cat sat", "--subject", "dog", "--out", str(tmp_path / "o")],
+         "subject 'dog' not found"),
+        (["trace", "--model", "random:llama", "--prompt", "The cat sat", "--out", str(tmp_path / "o")], "needs --prompt and --subject"),
+        (["trace", "--model", "random:llama", "--prompt", "The cat sat", "--subject", "cat", "--noise", "0",
+          "--out", str(tmp_path / "o")], "noise 0.0 must be positive"),
+        (["trace", "--model", "random:llama", "--facts", str(bad), "--out", str(tmp_path / "o")], "facts.jsonl:2: field 'target'"),
+        (["patch", "--model", "random:llama", "--clean", "The cat sat", "--corrupted", "A dog", "--target", " on",
+          "--out", str(tmp_path / "o")], "different token lengths"),
+    ]
+    for args, message in cases:
+        out = cli(*args)
+        assert out.returncode == 2, (args, out.stderr)
+        assert message in out.stderr and out.stderr.strip().count("\n") == 0, out.stderr
+    assert not (tmp_path / "o").exists()
