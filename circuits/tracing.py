@@ -227,10 +227,10 @@ def trace(
     # restorations: every cell from the first subject token on, one row per (cell, noise sample)
     first = min(subject_pos)
     cells = [(kind, layer, t) for kind in kinds for layer in layers for t in range(first, n)]
-    variants = [tuple(Patch(_RESTORED_HOOK[kind].format(j), t)
-                      for j in ([layer] if kind == "resid" else window_layers(layer, window, model.n_layers)))
-                for kind, layer, t in cells]
+    variants = [_restoration(kind, layer, t, window, model.n_layers) for kind, layer, t in cells]
     source = {hook: clean.cache[hook][0] for hook in restored_hooks}
+    source.update({f"blocks.{l + 1}.hook_resid_pre": source[f"blocks.{l}.hook_resid_post"]
+                   for l in range(model.n_layers - 1) if f"blocks.{l}.hook_resid_post" in source})
     values = sweep(model, tokens, corrupted, samples, variants, source,
                    lambda logits: target_metric(logits, metric, target_id, foil_id),
                    batch_size=batch_size, progress=progress, desc="causal trace")
@@ -252,3 +252,12 @@ def trace(
         "notes": notes, "seconds": round(time.perf_counter() - started, 3), "last_position": last,
     }
     return CausalTrace(frame, meta)
+
+
+def _restoration(kind: str, layer: int, t: int, window: int, n_layers: int) -> tuple[Patch, ...]:
+    """The patches restoring one cell. The residual stream after block l is block l+1's input, so
+    that restoration starts at block l+1 (block l cannot change); the last block's is its output."""
+    if kind == "resid":
+        hook = f"blocks.{layer + 1}.hook_resid_pre" if layer + 1 < n_layers else _RESTORED_HOOK[kind].format(layer)
+        return (Patch(hook, t),)
+    return tuple(Patch(_RESTORED_HOOK[kind].format(j), t) for j in window_layers(layer, window, n_layers))
