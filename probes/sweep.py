@@ -114,20 +114,18 @@ def _edits(variants: list[tuple[Patch, ...]], n_base: int, t: int, source: dict[
             buckets.setdefault(key, []).append((v, patch))
     edits = []
     for (hook, every_position, per_head), items in buckets.items():
-        rows, positions, heads, values = [], [], [], []
-        for v, patch in items:
-            src = source[hook]
-            if every_position:
-                value = src[t:] if patch.head is None else src[t:, patch.head]
-            else:
-                at = patch.position if patch.source_position is None else patch.source_position
-                value = src[at] if patch.head is None else src[at, patch.head]
-            for b in range(n_base):
-                rows.append(v * n_base + b)
-                positions.append(0 if every_position else patch.position - t)
-                heads.append(patch.head)
-                values.append(value)
-        edits.append(Edit(hook, rows=torch.tensor(rows),
-                          positions=None if every_position else torch.tensor(positions),
-                          heads=torch.tensor(heads) if per_head else None, value=torch.stack(values)))
+        src = source[hook]
+        k = len(items)
+        rows = (torch.tensor([v for v, _ in items])[:, None] * n_base + torch.arange(n_base)).flatten()
+        heads = torch.tensor([p.head for _, p in items]) if per_head else None
+        if every_position:  # value [k, positions from t, ...]
+            value = src[t:].transpose(0, 1)[heads.to(src.device)] if per_head else src[t:].expand(k, *src[t:].shape)
+            positions = None
+        else:  # one gather for all patches of this kind
+            at = torch.tensor([p.position if p.source_position is None else p.source_position for _, p in items])
+            value = src[at.to(src.device), heads.to(src.device)] if per_head else src[at.to(src.device)]
+            positions = torch.tensor([p.position - t for _, p in items]).repeat_interleave(n_base)
+        edits.append(Edit(hook, rows=rows, positions=positions,
+                          heads=heads.repeat_interleave(n_base) if per_head else None,
+                          value=value.repeat_interleave(n_base, dim=0)))
     return edits
