@@ -66,8 +66,17 @@ class Patching(Result):
         return fig
 
 
+def _check_differs(metric: str, m_clean: float, m_corr: float) -> None:
+    if abs(m_clean - m_corr) < 1e-6:
+        raise HeadscopeError(f"the clean and corrupted prompts give the same {metric} ({m_clean:.4g}); "
+                             "there is nothing for patching to restore")
+
+
 def _prepare(model: Model, clean: str, corrupted: str, target: str, foil: str | None, metric: str | None,
-             align: list[int] | None):
+             align: list[int] | None, kinds: tuple[str, ...]):
+    for kind in kinds:
+        if kind not in KINDS:
+            raise HeadscopeError(f"unknown kind {kind!r}; use any of {', '.join(KINDS)}")
     clean_toks, corr_toks = model.tokenize(clean), model.tokenize(corrupted)
     if align is None:
         if len(clean_toks) != len(corr_toks):
@@ -122,20 +131,15 @@ def activation_patching(
     ``align[p]`` is the clean position patched into corrupted position ``p`` (default: the same).
     """
     started = time.perf_counter()
-    for kind in kinds:
-        if kind not in KINDS:
-            raise HeadscopeError(f"unknown kind {kind!r}; use any of {', '.join(KINDS)}")
     clean_toks, corr_toks, align, metric, target_id, foil_id, notes = _prepare(
-        model, clean, corrupted, target, foil, metric, align)
+        model, clean, corrupted, target, foil, metric, align, kinds)
     hooks = sorted({HOOKS[k].format(l) for k in kinds for l in range(model.n_layers)})
     clean_run = _clean_run(model, clean_toks, hooks)
     score = lambda logits: target_metric(logits, metric, target_id, foil_id)  # noqa: E731
     m_clean = float(score(clean_run.logits)[0])
     base = base_run(model, corr_toks, 1)
     m_corr = float(score(base.logits)[0])
-    if abs(m_clean - m_corr) < 1e-6:
-        raise HeadscopeError(f"the clean and corrupted prompts give the same {metric} ({m_clean:.4g}); "
-                             "there is nothing for patching to restore")
+    _check_differs(metric, m_clean, m_corr)
     index = torch.tensor(align)
     source = {h: clean_run.cache[h][0][index.to(clean_run.cache[h].device)] for h in hooks}
     cells, variants = [], []
@@ -179,11 +183,8 @@ def attribution_patching(
 ) -> Patching:
     """First-order (gradient) estimate of activation patching, from one forward and one backward."""
     started = time.perf_counter()
-    for kind in kinds:
-        if kind not in KINDS:
-            raise HeadscopeError(f"unknown kind {kind!r}; use any of {', '.join(KINDS)}")
     clean_toks, corr_toks, align, metric, target_id, foil_id, notes = _prepare(
-        model, clean, corrupted, target, foil, metric, align)
+        model, clean, corrupted, target, foil, metric, align, kinds)
     hooks = sorted({HOOKS[k].format(l) for k in kinds for l in range(model.n_layers)})
     clean_run = _clean_run(model, clean_toks, hooks)
     m_clean = float(target_metric(clean_run.logits, metric, target_id, foil_id)[0])
@@ -192,9 +193,7 @@ def attribution_patching(
     m = target_metric(corr_run.logits, metric, target_id, foil_id)[0]
     grads = torch.autograd.grad(m, [corr_run.cache[h] for h in hooks])
     m_corr = float(m.detach())
-    if abs(m_clean - m_corr) < 1e-6:
-        raise HeadscopeError(f"the clean and corrupted prompts give the same {metric} ({m_clean:.4g}); "
-                             "there is nothing for patching to restore")
+    _check_differs(metric, m_clean, m_corr)
     index = torch.tensor(align)
     # per hook: (clean - corrupted) . gradient, summed over the feature axis -> [pos] or [pos, head]
     attrib = {}

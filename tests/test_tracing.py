@@ -68,8 +68,7 @@ def test_batched_trace_equals_plain_loop_default_model(smol):
 
 
 def test_trace_invariants(tiny_llama):
-    result = trace(tiny_llama, PROMPT, SUBJECT, samples=4, noise_subjects=NOISE_SUBJECTS, window=tiny_llama.n_layers * 2 // 2,
-                   progress=False)
+    result = trace(tiny_llama, PROMPT, SUBJECT, samples=4, noise_subjects=NOISE_SUBJECTS, progress=False)
     meta, frame = result.meta, result.frame.set_index(["kind", "layer", "position"])["score"]
     last, top = meta["last_position"], tiny_llama.n_layers - 1
     # restoring the last layer's residual stream at the last token restores the clean run
@@ -77,7 +76,7 @@ def test_trace_invariants(tiny_llama):
     # before the subject nothing differs, so restoring there changes nothing
     first = min(meta["subject_positions"])
     assert all(frame[("resid", l, t)] == meta["low_score"] for l in range(top + 1) for t in range(first))
-    # restoring every layer of the residual stream at every token gives high_score: check via the engine directly
+    # the corruption did something, so the invariants above are not trivially true
     assert meta["high_score"] != pytest.approx(meta["low_score"], abs=1e-6)
 
 
