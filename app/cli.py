@@ -11,8 +11,12 @@ import json
 import sys
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="default", help="alias, random:<arch>, .gguf file, model dir or hub name")
+def _common(parser: argparse.ArgumentParser, several_models: bool = False) -> None:
+    spec = "alias, random:<arch>, .gguf file, model dir or hub name"
+    if several_models:
+        parser.add_argument("--model", nargs="+", default=["default"], help=f"one or more model specs ({spec})")
+    else:
+        parser.add_argument("--model", default="default", help=spec)
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
     parser.add_argument("--seed", type=int, default=0, help="seed for random weights and stochastic analyses")
@@ -58,6 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--kinds", default="resid,attn,mlp,heads", help="comma-separated: resid, attn, mlp, heads, heads_by_pos")
     pa.add_argument("--method", default="activation", help="activation (exact) or attribution (gradient estimate)")
     pa.add_argument("--out", required=True, help="output directory")
+    hd = sub.add_parser("heads", help="head ablation, importance and detectors for prompt sets: a batch report")
+    _common(hd, several_models=True)
+    hd.add_argument("--prompts", nargs="+", required=True, help="JSONL prompt sets (prompt, target, foil, corrupted)")
+    hd.add_argument("--ablation", default="zero", help="zero, mean or resample")
+    hd.add_argument("--metric", default="logprob", help="logprob, prob, logit_diff, kl or loss")
+    hd.add_argument("--positions", default="all", help="all or last")
+    hd.add_argument("--gradient", action="store_true", help="add gradient importance (Michel et al.)")
+    hd.add_argument("--pruning-curve", action="store_true", help="add the pruning curve with random controls")
+    hd.add_argument("--chunk-size", type=int, default=16, help="prompts per resumable chunk")
+    hd.add_argument("--out", required=True)
     return parser
 
 
@@ -160,7 +174,19 @@ def cmd_patch(args) -> None:
           f"corrupted {result.meta['corrupted_metric']:.4f} -> {args.out}")
 
 
-COMMANDS = {"info": cmd_info, "capture": cmd_capture, "trace": cmd_trace, "patch": cmd_patch}
+def cmd_heads(args) -> None:
+    from headscope.circuits.head_report import head_report
+    from headscope.probes import HeadscopeError
+
+    if args.chunk_size < 1:
+        raise HeadscopeError(f"--chunk-size {args.chunk_size} must be at least 1")
+    out = head_report(args.model, args.prompts, args.out, mode=args.ablation, metric=args.metric,
+                      positions=args.positions, gradient=args.gradient, pruning=args.pruning_curve, seed=args.seed,
+                      device=args.device, dtype=args.dtype, batch_size=args.batch_size, chunk_size=args.chunk_size)
+    print(f"head report -> {out}/report.html")
+
+
+COMMANDS = {"info": cmd_info, "capture": cmd_capture, "trace": cmd_trace, "patch": cmd_patch, "heads": cmd_heads}
 
 
 def main(argv: list[str] | None = None) -> int:

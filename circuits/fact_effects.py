@@ -26,6 +26,7 @@ from headscope.probes import HeadscopeError, Model, Result, read_records, run
 from headscope.probes.engine import auto_batch_size, chunks
 
 from .metrics import resolve_token
+from .stats import mean_interval
 from .tracing import KINDS, default_window, noise_scale, trace
 
 BUCKETS = ("first subject token", "middle subject tokens", "last subject token", "first subsequent token",
@@ -141,10 +142,9 @@ def average_indirect_effects(
                     values.setdefault((kind, bucket, layer), []).append(float(effect[(kind, layer, position)]))
     rows = []
     for (kind, bucket, layer), vals in values.items():
-        arr = np.asarray(vals)
-        half = 1.96 * arr.std(ddof=1) / np.sqrt(len(arr)) if len(arr) > 1 else float("nan")
-        rows.append({"kind": kind, "bucket": bucket, "layer": layer, "effect": arr.mean(),
-                     "ci_low": arr.mean() - half, "ci_high": arr.mean() + half, "n": len(arr)})
+        mean, low, high = mean_interval(vals)
+        rows.append({"kind": kind, "bucket": bucket, "layer": layer, "effect": float(mean),
+                     "ci_low": float(low), "ci_high": float(high), "n": len(vals)})
     frame = pd.DataFrame(rows).sort_values(["kind", "bucket", "layer"], ignore_index=True)
     meta = {"model": model.spec, "n_facts_given": len(facts), "n_known": len(known), "n_dropped": len(facts) - len(known),
             "n_facts": len(used), "kinds": list(kinds), "samples": samples, "noise": noise, "noise_scale": scale,

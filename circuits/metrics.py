@@ -19,13 +19,22 @@ def check_metric(metric: str, foil: str | None) -> None:
         raise HeadscopeError("metric 'logit_diff' needs a foil token to compare the target against")
 
 
-def target_metric(logits: torch.Tensor, metric: str, target_id: int, foil_id: int | None = None) -> torch.Tensor:
-    """Per-row metric of ``target_id`` in ``logits`` ``[rows, vocab]``, computed in float32."""
+def target_metric(logits: torch.Tensor, metric: str, target_id, foil_id=None) -> torch.Tensor:
+    """The metric of the target in ``logits`` ``[..., vocab]``, computed in float32: one value per
+    leading index. Token ids are ints or tensors broadcasting against the leading dimensions."""
     logits = logits.float()
     if metric == "logit_diff":
-        return logits[:, target_id] - logits[:, foil_id]
-    logprobs = torch.log_softmax(logits, dim=-1)[:, target_id]
+        return pick(logits, target_id) - pick(logits, foil_id)
+    logprobs = pick(torch.log_softmax(logits, dim=-1), target_id)
     return logprobs.exp() if metric == "prob" else logprobs
+
+
+def pick(values: torch.Tensor, ids) -> torch.Tensor:
+    """``values[..., ids]`` with one id per leading index (``ids`` an int or a broadcasting tensor)."""
+    if isinstance(ids, int):
+        return values[..., ids]
+    ids = torch.as_tensor(ids, device=values.device).expand(values.shape[:-1])
+    return values.gather(-1, ids[..., None])[..., 0]
 
 
 def resolve_token(model: Model, text: str, role: str) -> tuple[int, str | None]:

@@ -28,6 +28,7 @@ from headscope.probes import HeadscopeError, Model, Result, Tokens, run
 from headscope.probes.sweep import Patch, base_run, sweep
 
 from .metrics import resolve_token, target_metric
+from .stats import spearman
 
 KINDS = ("resid", "attn", "mlp", "heads", "heads_by_pos")
 HOOKS = {"resid": "blocks.{}.hook_resid_pre", "attn": "blocks.{}.hook_attn_out", "mlp": "blocks.{}.hook_mlp_out",
@@ -137,11 +138,11 @@ def activation_patching(
     clean_run = _clean_run(model, clean_toks, hooks)
     score = lambda logits: target_metric(logits, metric, target_id, foil_id)  # noqa: E731
     m_clean = float(score(clean_run.logits)[0])
-    base = base_run(model, corr_toks, 1)
+    base = base_run(model, [corr_toks])
     m_corr = float(score(base.logits)[0])
     _check_differs(metric, m_clean, m_corr)
     index = torch.tensor(align)
-    source = {h: clean_run.cache[h][0][index.to(clean_run.cache[h].device)] for h in hooks}
+    source = {h: clean_run.cache[h][:, index.to(clean_run.cache[h].device)] for h in hooks}
     cells, variants = [], []
     n, L, H = len(corr_toks), model.n_layers, model.n_heads
     for kind in kinds:
@@ -160,7 +161,7 @@ def activation_patching(
                 for p in range(n):
                     cells.append((kind, layer, p, -1))
                     variants.append((Patch(hook, p),))
-    values = sweep(model, corr_toks, base, 1, variants, source, score, batch_size=batch_size, progress=progress,
+    values = sweep(model, [corr_toks], base, variants, source, score, batch_size=batch_size, progress=progress,
                    desc="activation patching")[:, 0]
     frame = pd.DataFrame(cells, columns=["kind", "layer", "position", "head"])
     frame["token"] = [corr_toks.strings[p] if p >= 0 else "" for p in frame["position"]]
@@ -223,7 +224,5 @@ def rank_correlation(exact: Patching, approx: Patching) -> pd.DataFrame:
     merged = exact.frame[keys + ["score"]].merge(approx.frame[keys + ["score"]], on=keys, suffixes=("_exact", "_approx"))
     out = []
     for kind, part in merged.groupby("kind", sort=False):
-        # Spearman: Pearson correlation of the ranks (pandas' own needs scipy)
-        spearman = part["score_exact"].rank().corr(part["score_approx"].rank())
-        out.append({"kind": kind, "spearman": spearman, "n": len(part)})
+        out.append({"kind": kind, "spearman": spearman(part["score_exact"], part["score_approx"]), "n": len(part)})
     return pd.DataFrame(out)

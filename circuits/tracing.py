@@ -221,17 +221,17 @@ def trace(
     gen = torch.Generator().manual_seed(seed)
     corruption = _Corruption(torch.tensor(subject_pos),
                              torch.randn(samples, len(subject_pos), model.d_model, generator=gen) * scale)
-    corrupted = base_run(model, tokens, samples, hooks=[("hook_embed", corruption.hook(torch.arange(samples)))])
+    corrupted = base_run(model, [tokens] * samples, hooks=[("hook_embed", corruption.hook(torch.arange(samples)))])
     low = float(target_metric(corrupted.logits, metric, target_id, foil_id).mean())
 
     # restorations: every cell from the first subject token on, one row per (cell, noise sample)
     first = min(subject_pos)
     cells = [(kind, layer, t) for kind in kinds for layer in layers for t in range(first, n)]
     variants = [_restoration(kind, layer, t, window, model.n_layers) for kind, layer, t in cells]
-    source = {hook: clean.cache[hook][0] for hook in restored_hooks}
+    source = {hook: clean.cache[hook].expand(samples, *clean.cache[hook].shape[1:]) for hook in restored_hooks}
     source.update({f"blocks.{l + 1}.hook_resid_pre": source[f"blocks.{l}.hook_resid_post"]
                    for l in range(model.n_layers - 1) if f"blocks.{l}.hook_resid_post" in source})
-    values = sweep(model, tokens, corrupted, samples, variants, source,
+    values = sweep(model, [tokens] * samples, corrupted, variants, source,
                    lambda logits: target_metric(logits, metric, target_id, foil_id),
                    batch_size=batch_size, progress=progress, desc="causal trace")
     scores = dict(zip(cells, values.mean(1).tolist()))

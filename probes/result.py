@@ -82,6 +82,16 @@ class Result:
         return cls(frame, meta)
 
 
+def _import_result_kinds() -> None:
+    """Import every analysis module, so that their result classes register their kinds."""
+    import importlib
+    import pkgutil
+
+    for package in ("headscope.probes", "headscope.circuits"):
+        for info in pkgutil.iter_modules(importlib.import_module(package).__path__):
+            importlib.import_module(f"{package}.{info.name}")
+
+
 def load_result(directory: str | os.PathLike) -> Result:
     """Load any saved result; the subclass is chosen by ``meta.json``'s ``kind``."""
     path = Path(directory)
@@ -93,6 +103,8 @@ def load_result(directory: str | os.PathLike) -> Result:
     except json.JSONDecodeError as err:
         raise HeadscopeError(f"corrupt result: {meta_file} is not valid JSON ({err.msg})") from None
     kind = meta.get("kind", "result")
+    if kind not in _KINDS:
+        _import_result_kinds()
     if kind not in _KINDS:
         raise HeadscopeError(f"unknown result kind {kind!r} in {meta_file}; known: {', '.join(sorted(_KINDS))}")
     try:

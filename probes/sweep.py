@@ -1,27 +1,32 @@
 """Batched sweeps of activation patches over a base run: the machinery behind tracing, patching, ablation.
 
-A *base* run (one prompt, ``n_base`` rows: e.g. the noised copies of causal tracing, or one corrupted
-prompt) is run once with ``base_run``, keeping every layer's residual stream and every position's
-keys and values. Each *variant* is a set of ``Patch``es (set an activation at a position, or at every
-position, optionally of one head, to a value taken from a ``source`` activation). ``sweep`` runs all
-variants x base rows, one row each, and returns the metric per row.
+A *base* run (``n_base`` prompts of one token length: e.g. the noised copies of causal tracing, one
+corrupted prompt, or the prompts of an ablation sweep) is run once with ``base_run``, keeping every
+layer's residual stream and every position's keys and values. Each *variant* is a set of ``Patch``es
+(set an activation at a position, or at every position, optionally of one head, to a value taken from
+a ``source`` activation of the same base row). ``sweep`` runs all variants x base rows, one row each,
+and returns the metric per row.
 
 A variant cannot change layers below its first patched layer nor positions before its first patched
-position, so rows are grouped by that position ``t`` and run positions ``t..`` only, starting at
-the group's lowest first layer from the base run's residual stream and attending to the base run's
-cached keys and values for positions before ``t``. Groups grow (neighbouring start layers, in order)
-until their forward holds ``fill`` token rows: below that a forward costs about the same whatever its
-size (weights are read once per forward on a CPU; launch overhead dominates on a GPU).
+position. Variants are ordered by that position and layer and cut into groups; a group runs
+positions ``t..`` only (``t`` its lowest first position), starting at its lowest first layer from the
+base run's residual stream and attending to the base run's cached keys and values for positions
+before ``t``. Groups grow until their forward holds ``fill`` token rows: below that a forward costs
+about the same whatever its size. On a GPU, where a forward's fixed cost (kernel launches, Python)
+dominates, a group also takes variants of later positions (``merge_positions``): computing a few
+positions they do not need is cheaper than another forward. On a CPU compute dominates, and groups
+keep to one first position.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
+from .errors import HeadscopeError
 from .engine import Edit, RunOutput, auto_batch_size, prefix_cache, run
 from .model import Batch, Model, Tokens
 
@@ -44,9 +49,11 @@ class Patch:
         return int(match.group(1)) if match else 0
 
 
-def base_run(model: Model, tokens: Tokens, n_base: int, hooks=()) -> RunOutput:
+def base_run(model: Model, prompts: Sequence[Tokens], hooks=()) -> RunOutput:
     """The base rows (``hooks`` may corrupt them), with every residual stream and key/value cached."""
-    batch = model.batch([tokens] * n_base)
+    if len({len(p) for p in prompts}) != 1:
+        raise HeadscopeError("the base prompts of a sweep must have one token length")
+    batch = model.batch(list(prompts))
     return run(model, batch, hooks=hooks, cache=[f"blocks.{l}.hook_resid_pre" for l in range(model.n_layers)],
                logits_at=batch.last, kv_cache=True)
 
@@ -57,51 +64,62 @@ def default_fill(model: Model) -> int:
 
 def sweep(
     model: Model,
-    tokens: Tokens,
+    prompts: Sequence[Tokens],
     base: RunOutput,
-    n_base: int,
     variants: list[tuple[Patch, ...]],
     source: dict[str, torch.Tensor],
     score: Callable[[torch.Tensor], torch.Tensor],
     *,
+    all_positions: bool = False,
     batch_size: int | None = None,
     fill: int | None = None,
+    merge_positions: bool | None = None,
     progress: bool = False,
     desc: str = "sweep",
 ) -> torch.Tensor:
-    """``score`` (of last-position logits, one value per row) for every variant x base row:
-    a ``[len(variants), n_base]`` tensor. ``source[hook]`` holds the donor activation ``[pos, ...]``."""
+    """``score`` for every variant x base row: a ``[len(variants), n_base, ...]`` tensor.
+
+    ``source[hook]`` holds the donor activation of each base row, ``[n_base, pos, ...]`` (expand a
+    shared one). ``score`` maps logits ``[k, n_base, vocab]`` of the last position (with
+    ``all_positions``, ``[k, n_base, pos - t, vocab]`` of positions ``t..``) to ``[k, n_base, ...]``.
+    """
     from tqdm.auto import tqdm
 
-    n = len(tokens)
+    n_base, n = len(prompts), len(prompts[0])
     first_pos = [min(0 if p.position is None else p.position for p in v) for v in variants]
     first_layer = [min(p.layer for p in v) for v in variants]
     order = sorted(range(len(variants)), key=lambda i: (first_pos[i], first_layer[i]))
     max_rows = max(n_base, batch_size or auto_batch_size(model, n))
     fill = fill or default_fill(model)
+    merge_positions = model.device.type == "cuda" if merge_positions is None else merge_positions
     groups: list[list[int]] = []
     for i in order:
         if groups:
             group = groups[-1]
             rows = len(group) * n_base
-            if first_pos[group[0]] == first_pos[i] and rows + n_base <= max_rows and rows * (n - first_pos[i]) < fill:
+            if ((merge_positions or first_pos[group[0]] == first_pos[i]) and rows + n_base <= max_rows
+                    and rows * (n - first_pos[group[0]]) < fill):
                 group.append(i)
                 continue
         groups.append([i])
 
-    out = torch.empty(len(variants), n_base)
-    ids = torch.tensor(tokens.ids, device=model.device)
+    out = None
+    ids = torch.tensor([p.ids for p in prompts], device=model.device)
     base_rows = torch.arange(n_base)
     for group in tqdm(groups, desc=desc, unit="batch", disable=not progress):
         t, start = first_pos[group[0]], min(first_layer[i] for i in group)
-        n_rows = len(group) * n_base
-        suffix = Batch(ids[t:].repeat(n_rows, 1), torch.full((n_rows,), n - t, device=model.device))
-        rows_base = base_rows.repeat(len(group))
+        k = len(group)
+        rows_base = base_rows.repeat(k)
+        suffix = Batch(ids[rows_base.to(model.device), t:], torch.full((k * n_base,), n - t, device=model.device))
         resid = base.cache[f"blocks.{start}.hook_resid_pre"][rows_base.to(model.device), t:]
         past = prefix_cache(model, base.past, rows_base, t) if t else None
         edits = _edits([variants[i] for i in group], n_base, t, source)
-        result = run(model, suffix, edits=edits, start_layer=start, resid=resid, past=past, logits_at=suffix.last)
-        out[group] = score(result.logits).float().cpu().view(len(group), n_base)
+        result = run(model, suffix, edits=edits, start_layer=start, resid=resid, past=past,
+                     logits_at=None if all_positions else suffix.last)
+        scored = score(result.logits.unflatten(0, (k, n_base))).float().cpu()
+        if out is None:
+            out = torch.empty(len(variants), *scored.shape[1:])
+        out[group] = scored
     return out
 
 
@@ -114,18 +132,20 @@ def _edits(variants: list[tuple[Patch, ...]], n_base: int, t: int, source: dict[
             buckets.setdefault(key, []).append((v, patch))
     edits = []
     for (hook, every_position, per_head), items in buckets.items():
-        src = source[hook]
+        src = source[hook]  # [n_base, pos, ...]
         k = len(items)
         rows = (torch.tensor([v for v, _ in items])[:, None] * n_base + torch.arange(n_base)).flatten()
-        heads = torch.tensor([p.head for _, p in items]) if per_head else None
-        if every_position:  # value [k, positions from t, ...]
-            value = src[t:].transpose(0, 1)[heads.to(src.device)] if per_head else src[t:].expand(k, *src[t:].shape)
+        heads = torch.tensor([p.head for _, p in items]).to(src.device) if per_head else None
+        if every_position:  # value [k, n_base, positions from t, ...]
+            after = src[:, t:]
+            value = after.transpose(1, 2)[:, heads].transpose(0, 1) if per_head else after.expand(k, *after.shape)
             positions = None
-        else:  # one gather for all patches of this kind
+        else:  # one gather for all patches of this kind: [k, n_base, ...]
             at = torch.tensor([p.position if p.source_position is None else p.source_position for _, p in items])
-            value = src[at.to(src.device), heads.to(src.device)] if per_head else src[at.to(src.device)]
+            at = at.to(src.device)
+            value = (src[:, at, heads] if per_head else src[:, at]).transpose(0, 1)
             positions = torch.tensor([p.position - t for _, p in items]).repeat_interleave(n_base)
         edits.append(Edit(hook, rows=rows, positions=positions,
-                          heads=heads.repeat_interleave(n_base) if per_head else None,
-                          value=value.repeat_interleave(n_base, dim=0)))
+                          heads=heads.cpu().repeat_interleave(n_base) if per_head else None,
+                          value=value.flatten(0, 1)))
     return edits

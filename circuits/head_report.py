@@ -1,0 +1,215 @@
+"""Batch head-importance reports: every head of one or more models on one or more prompt sets.
+
+``head_report`` writes into ``out``:
+
+- ``heads.parquet``: per (model, prompt set, layer, head): ``effect, ci_low, ci_high`` of the
+  single-head ablation, the detector scores (induction, previous-token, duplicate-token,
+  attention sink) and, when asked, the gradient importance;
+- ``heads_by_prompt.parquet``: per (model, prompt set, prompt, layer, head): ``clean, ablated, effect``;
+- ``heads.json``: ``{"layer-head": [effect per prompt]}`` (the retrieval-head reference's format);
+  with several models or prompt sets, one such object per ``"model | prompt set"`` key;
+- ``report.html``: one self-contained page (plotly inlined, opens offline);
+- ``meta.json``: parameters, model and prompt-set descriptions, rank correlations, timings.
+
+The ablations run in chunks of prompts, each saved under ``.<out>.partial`` next to ``out``; a run
+interrupted and started again with the same parameters reuses the finished chunks (chunks are fixed
+by prompt index, so the result equals an uninterrupted run's). ``out`` appears only when complete.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from headscope.probes import HeadscopeError, Model, load_model
+from headscope.probes.atomic import new_staging, replace_dir
+from headscope.probes.result import library_versions
+
+from .ablation import LOWER_IS_BETTER, METRICS, MODES, HeadAblation, prepare, single_heads
+from .head_detectors import attention_sink, detector_scores
+from .importance import gradient_importance, pruning_curve
+from .prompt_sets import read_prompt_set
+from .stats import spearman
+
+
+def head_report(
+    models: list[str | Model],
+    prompt_files: list[str | Path],
+    out: str | Path,
+    *,
+    mode: str = "zero",
+    metric: str = "logprob",
+    positions: str = "all",
+    gradient: bool = False,
+    pruning: bool = False,
+    seed: int = 0,
+    device: str = "auto",
+    dtype: str = "float32",
+    batch_size: int | None = None,
+    chunk_size: int = 16,
+    progress: bool = True,
+) -> Path:
+    """Run the head analyses for every model x prompt set and write the report (module docstring)."""
+    from tqdm.auto import tqdm
+
+    started = time.perf_counter()
+    out = Path(out)
+    if mode not in MODES:
+        raise HeadscopeError(f"unknown ablation mode {mode!r}; use one of {', '.join(MODES)}")
+    if metric not in METRICS:
+        raise HeadscopeError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
+    if not models or not prompt_files:
+        raise HeadscopeError("give at least one model and one prompt file")
+    sets = [read_prompt_set(p) for p in prompt_files]
+    for ps in sets:
+        if metric == "logit_diff":
+            ps.require("foil", "the logit difference")
+        if mode == "resample":
+            ps.require("corrupted", "resample ablation")
+    specs = [m.spec if isinstance(m, Model) else str(m) for m in models]
+    params = {"models": specs, "prompt_files": [str(Path(p).resolve()) for p in prompt_files],
+              "prompt_files_mtime": [os.path.getmtime(p) for p in prompt_files], "mode": mode, "metric": metric,
+              "positions": positions, "gradient": gradient, "pruning": pruning, "seed": seed, "dtype": dtype,
+              "chunk_size": chunk_size}
+    partial = out.parent / f".{out.name}.partial"
+    if partial.exists():
+        try:
+            same = json.loads((partial / "params.json").read_text()) == params
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            shutil.rmtree(partial)
+    partial.mkdir(parents=True, exist_ok=True)
+    (partial / "params.json").write_text(json.dumps(params))
+
+    heads_rows, by_prompt, exports, sections, combos = [], [], {}, [], []
+    for mi, spec in enumerate(models):
+        model = spec if isinstance(spec, Model) else load_model(spec, device=device, dtype=dtype, seed=seed)
+        detectors = detector_scores(model, seed=seed)
+        for si, ps in enumerate(sets):
+            t0 = time.perf_counter()
+            setup = prepare(model, ps, mode=mode, metric=metric, positions=positions, batch_size=batch_size)
+            starts = range(0, len(ps), chunk_size)
+            frames = []
+            for ci in tqdm(starts, desc=f"{model.spec} / {ps.name}", unit="chunk", disable=not progress):
+                frames.append(_chunk(setup, partial / f"m{mi}-s{si}-c{ci // chunk_size}.parquet",
+                                     list(range(ci, min(ci + chunk_size, len(ps)))), batch_size))
+            ablation = HeadAblation(pd.concat(frames, ignore_index=True),
+                                    {"model": model.spec, **setup.describe()})
+            table = ablation.summary().merge(detectors, on=["layer", "head"])
+            table = table.merge(attention_sink(model, setup.encoded.tokens), on=["layer", "head"])
+            info = {"model": model.spec, "prompt_set": ps.name, "prompt_source": ps.source, "n_prompts": len(ps),
+                    "model_info": model.info(), **{k: v for k, v in setup.describe().items() if k not in ("prompt_set",)}}
+            figures = [ablation.plot()]
+            if gradient:
+                importance = gradient_importance(setup, batch_size=batch_size).frame
+                table = table.merge(importance.rename(columns={"importance": "gradient_importance",
+                                                               "gradient": "gradient_estimate"}), on=["layer", "head"])
+                info["spearman_gradient_importance_vs_effect"] = spearman(table["gradient_importance"], table["effect"])
+                info["spearman_gradient_importance_vs_abs_effect"] = spearman(table["gradient_importance"],
+                                                                              table["effect"].abs())
+                info["spearman_gradient_estimate_vs_effect"] = spearman(table["gradient_estimate"], table["effect"])
+            if pruning:
+                effect = {(int(l), int(h)): float(e) for l, h, e in table[["layer", "head", "effect"]].itertuples(index=False)}
+                curve = pruning_curve(setup, effect, importance_name="single-head ablation effect",
+                                      batch_size=batch_size)
+                info["pruning"] = {k: curve.meta[k] for k in ("importance", "recomputed", "step", "seeds",
+                                                             "knee_fraction", "knee_removed")}
+                info["pruning_curve"] = curve.frame.to_dict(orient="records")
+                figures.append(curve.plot())
+            info["seconds"] = round(time.perf_counter() - t0, 3)
+            key = f"{model.spec} | {ps.name}"
+            table.insert(0, "prompt_set", ps.name)
+            table.insert(0, "model", model.spec)
+            frame = ablation.frame.copy()
+            frame.insert(0, "prompt_set", ps.name)
+            frame.insert(0, "model", model.spec)
+            heads_rows.append(table)
+            by_prompt.append(frame)
+            exports[key] = ablation.effects_by_head()
+            combos.append(info)
+            sections.append((key, info, table, figures))
+        del model
+
+    heads = pd.concat(heads_rows, ignore_index=True)
+    meta = {"kind": "head-report", "params": {k: v for k, v in params.items() if k != "prompt_files_mtime"},
+            "combinations": [{k: v for k, v in c.items() if k != "pruning_curve"} for c in combos],
+            "versions": library_versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "seconds": round(time.perf_counter() - started, 3)}
+    staging = new_staging(out)
+    try:
+        heads.to_parquet(staging / "heads.parquet", index=False)
+        pd.concat(by_prompt, ignore_index=True).to_parquet(staging / "heads_by_prompt.parquet", index=False)
+        export = next(iter(exports.values())) if len(exports) == 1 else exports
+        (staging / "heads.json").write_text(json.dumps(export))
+        (staging / "report.html").write_text(_html(sections, heads, meta), encoding="utf-8")
+        (staging / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+        replace_dir(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(partial, ignore_errors=True)
+    return out
+
+
+def _chunk(setup, path: Path, indices: list[int], batch_size) -> pd.DataFrame:
+    """One chunk's single-head ablations, read back when a previous run finished it."""
+    if path.exists():
+        return pd.read_parquet(path)
+    frame = single_heads(setup, indices=indices, batch_size=batch_size).frame
+    tmp = path.with_suffix(".tmp")
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+    return frame
+
+
+def _html(sections, heads: pd.DataFrame, meta: dict) -> str:
+    """The self-contained report page."""
+    params = meta["params"]
+    lower = params["metric"] in LOWER_IS_BETTER
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>headscope head report</title>",
+        "<style>body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;font-size:13px}"
+        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}h2{margin-top:2em}</style></head><body>",
+        "<h1>Head importance report</h1>",
+        f"<p>{params['mode']} ablation of each head, metric {params['metric']} "
+        f"(effect = {'ablated - clean' if lower else 'clean - ablated'}; positive: the head supports the behaviour), "
+        f"positions {params['positions']}, seed {params['seed']}. Written {meta['created']} in {meta['seconds']} s.</p>",
+    ]
+    if len(sections) > 1:
+        top = {key: table.nlargest(10, "effect").apply(lambda r: f"L{r['layer']}H{r['head']} ({r['effect']:.3g})",
+                                                        axis=1).tolist() for key, _, table, _ in sections}
+        parts += ["<h2>Comparison: top 10 heads</h2>", pd.DataFrame(top).to_html(index=False)]
+    first = True
+    for key, info, table, figures in sections:
+        mi = info["model_info"]
+        parts += [f"<h2>{html.escape(key)}</h2>",
+                  f"<p>Model {html.escape(info['model'])}: {mi.get('n_layers')} layers x {mi.get('n_heads')} "
+                  f"{html.escape(info['heads_are'])}, {mi.get('architecture')}, {mi.get('dtype')}, {mi.get('device')}. "
+                  f"Prompt set {html.escape(info['prompt_set'])} ({info['n_prompts']} prompts, "
+                  f"{html.escape(info['prompt_source'])}). {info['seconds']} s.</p>"]
+        for note in info.get("notes", []):
+            parts.append(f"<p><i>{html.escape(note)}</i></p>")
+        if "spearman_gradient_importance_vs_effect" in info:
+            parts.append(f"<p>Gradient importance vs exact effect: Spearman "
+                         f"{info['spearman_gradient_importance_vs_effect']:.3f} (vs |effect| "
+                         f"{info['spearman_gradient_importance_vs_abs_effect']:.3f}); first-order estimate vs effect "
+                         f"{info['spearman_gradient_estimate_vs_effect']:.3f}.</p>")
+        if "pruning" in info:
+            p = info["pruning"]
+            parts.append(f"<p>Pruning by {p['importance']} (computed once, not recomputed): knee at "
+                         f"{p['knee_fraction']:.0%} of heads removed ({p['knee_removed']} heads).</p>")
+        for fig in figures:
+            parts.append(fig.to_html(include_plotlyjs="inline" if first else False, full_html=False))
+            first = False
+        parts += ["<h3>Top heads</h3>", table.nlargest(20, "effect").drop(columns=["model", "prompt_set"])
+                  .to_html(index=False, float_format=lambda v: f"{v:.4g}")]
+    parts.append("</body></html>")
+    return "\n".join(parts)
