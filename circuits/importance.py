@@ -106,7 +106,7 @@ def batch_metric(setup: Ablation, logits: torch.Tensor, batch, indices: list[int
     if setup.metric == "loss":
         ids = batch.input_ids
         labels = torch.cat([ids[:, 1:], torch.zeros_like(ids[:, :1])], 1)
-        labels[torch.arange(len(ids)), batch.last] = targets
+        labels[torch.arange(len(ids), device=ids.device), batch.last.to(ids.device)] = targets
         ce = -pick(torch.log_softmax(logits.float(), -1), labels)
         mask = batch.attention_mask.to(dev).float()
         return (ce * mask).sum(-1) / mask.sum(-1)

@@ -30,30 +30,33 @@ def plain_loop(model, recs, mode, metric, positions, heads):
     batch = model.batch(toks)
     tid = torch.tensor([model.tokenizer(r["target"], add_special_tokens=False)["input_ids"][0] for r in recs])
     fid = torch.tensor([model.tokenizer(r["foil"], add_special_tokens=False)["input_ids"][0] for r in recs])
-    mask = batch.attention_mask.float()
+    mask = batch.attention_mask.float().cpu()
+    last = batch.last.cpu()
     zs = [f"blocks.{l}.attn.hook_z" for l in range(model.n_layers)]
     if mode == "mean":  # mean over every real token of every prompt
         cache = run(model, batch, cache=zs).cache
-        means = {h: (cache[h] * mask[:, :, None, None]).sum((0, 1)) / mask.sum() for h in zs}
+        means = {h: (cache[h].cpu() * mask[:, :, None, None]).sum((0, 1)) / mask.sum() for h in zs}
     if mode == "resample":
         corr = run(model, model.batch([model.tokenize(r["corrupted"]) for r in recs]), cache=zs).cache
-    labels = torch.cat([batch.input_ids[:, 1:], torch.zeros_like(batch.input_ids[:, :1])], 1)
-    labels[torch.arange(len(recs)), batch.last] = tid
+    ids = batch.input_ids.cpu()
+    labels = torch.cat([ids[:, 1:], torch.zeros_like(ids[:, :1])], 1)
+    labels[torch.arange(len(recs)), last] = tid
 
     def measure(logits):
-        logp = torch.log_softmax(logits.float(), -1)
-        last = logp[torch.arange(len(recs)), batch.last]
+        logits = logits.float().cpu()
+        logp = torch.log_softmax(logits, -1)
+        at_last = logp[torch.arange(len(recs)), last]
         if metric == "logprob":
-            return last[torch.arange(len(recs)), tid]
+            return at_last[torch.arange(len(recs)), tid]
         if metric == "prob":
-            return last[torch.arange(len(recs)), tid].exp()
+            return at_last[torch.arange(len(recs)), tid].exp()
         if metric == "logit_diff":
-            lg = logits.float()[torch.arange(len(recs)), batch.last]
+            lg = logits[torch.arange(len(recs)), last]
             return lg[torch.arange(len(recs)), tid] - lg[torch.arange(len(recs)), fid]
         if metric == "loss":
             ce = -logp.gather(-1, labels[..., None])[..., 0]
             return (ce * mask).sum(1) / mask.sum(1)
-        return last
+        return at_last
 
     clean = measure(run(model, batch).logits)
     out = {}
@@ -62,12 +65,12 @@ def plain_loop(model, recs, mode, metric, positions, heads):
             z = z.clone()
             name = f"blocks.{layer}.attn.hook_z"
             value = {"zero": torch.zeros_like(z[:, :, head]),
-                     "mean": means[name][head].expand_as(z[:, :, head]) if mode == "mean" else None,
+                     "mean": means[name][head].to(z).expand_as(z[:, :, head]) if mode == "mean" else None,
                      "resample": corr[name][:, :, head] if mode == "resample" else None}[mode]
             if positions == "all":
                 z[:, :, head] = value
             else:
-                rows = torch.arange(len(z))
+                rows = torch.arange(len(z), device=z.device)
                 z[rows, batch.last, head] = value[rows, batch.last]
             return z
         ablated = measure(run(model, batch, hooks=[(f"blocks.{layer}.attn.hook_z", hook)]).logits)
@@ -150,7 +153,7 @@ def test_gradient_importance_matches_finite_differences(tiny_llama, metric, posi
                 if positions == "all":
                     z[:, :, head] *= scale
                 else:
-                    rows = torch.arange(len(z))
+                    rows = torch.arange(len(z), device=z.device)
                     z[rows, batch.last, head] *= scale
                 return z
             out = run(model, batch, hooks=[(f"blocks.{layer}.attn.hook_z", hook)],
@@ -158,7 +161,7 @@ def test_gradient_importance_matches_finite_differences(tiny_llama, metric, posi
             return batch_metric(setup, out.logits, batch, list(range(len(recs))))
 
         batch = model.batch(toks)
-        fd = ((gated(1 + eps) - gated(1 - eps)) / (2 * eps)).double().numpy()
+        fd = ((gated(1 + eps) - gated(1 - eps)) / (2 * eps)).double().cpu().numpy()
         assert frame.loc[(layer, head), "importance"] == pytest.approx(np.abs(fd).mean(), rel=2e-2, abs=1e-5)
         assert frame.loc[(layer, head), "gradient"] == pytest.approx(
             (-1 if metric == "loss" else 1) * fd.mean(), rel=2e-2, abs=1e-5)
