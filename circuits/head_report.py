@@ -8,7 +8,9 @@
 - ``heads_by_prompt.parquet``: per (model, prompt set, prompt, layer, head): ``clean, ablated, effect``;
 - ``heads.json``: ``{"layer-head": [effect per prompt]}`` (the retrieval-head reference's format);
   with several models or prompt sets, one such object per ``"model | prompt set"`` key;
-- ``report.html``: one self-contained page (plotly inlined, opens offline);
+- ``report.html``: one self-contained page (plotly inlined, opens offline); its pruning curve
+  removes heads by the size of their single-head effect, smallest first, as Michel et al. prune by
+  the magnitude of importance;
 - ``meta.json``: parameters, model and prompt-set descriptions, rank correlations, timings.
 
 The ablations run in chunks of prompts, each saved under ``.<out>.partial`` next to ``out``; a run
@@ -117,8 +119,9 @@ def head_report(
                                                                               table["effect"].abs())
                 info["spearman_gradient_estimate_vs_effect"] = spearman(table["gradient_estimate"], table["effect"])
             if pruning:
-                effect = {(int(l), int(h)): float(e) for l, h, e in table[["layer", "head", "effect"]].itertuples(index=False)}
-                curve = pruning_curve(setup, effect, importance_name="single-head ablation effect",
+                size = {(int(l), int(h)): abs(float(e))  # least important: the smallest single-head effect
+                        for l, h, e in table[["layer", "head", "effect"]].itertuples(index=False)}
+                curve = pruning_curve(setup, size, importance_name="|single-head ablation effect|",
                                       batch_size=batch_size)
                 info["pruning"] = {k: curve.meta[k] for k in ("importance", "recomputed", "step", "seeds",
                                                              "knee_fraction", "knee_removed")}

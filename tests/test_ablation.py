@@ -100,15 +100,20 @@ def test_batched_ablation_equals_plain_loop(tiny_llama, mode, metric, positions)
     assert result.frame["effect"].abs().max() > 1e-6  # something was ablated
 
 
-def test_batched_ablation_equals_plain_loop_default_model(smol):
-    recs = [{"prompt": "The capital of France is", "target": " Paris", "foil": " London"},
-            {"prompt": "When Mary and John went to the store, John gave a drink to", "target": " Mary", "foil": " John"}]
+@pytest.mark.parametrize("mode,metric,positions", [("zero", "logit_diff", "all"), ("mean", "kl", "last"),
+                                                    ("resample", "loss", "all")])
+def test_batched_ablation_equals_plain_loop_default_model(smol, mode, metric, positions):
+    recs = [{"prompt": "When Mary and John went to the store, John gave a drink to", "target": " Mary",
+             "foil": " John", "corrupted": "When Anna and Paul went to the store, Paul gave a drink to"},
+            {"prompt": "The capital of France is", "target": " Paris", "foil": " London",
+             "corrupted": "The capital of Italy is"}]
     heads = [(l, h) for l in (0, 12, 29) for h in range(smol.n_heads)]
-    result = head_ablation(smol, recs, metric="logit_diff", heads=heads, progress=False)
-    clean, ablated = plain_loop(smol, recs, "zero", "logit_diff", "all", heads)
+    result = head_ablation(smol, recs, mode=mode, metric=metric, positions=positions, heads=heads, progress=False)
+    clean, ablated = plain_loop(smol, recs, mode, metric, positions, heads)
     frame = result.frame.set_index(["layer", "head", "prompt"])
     for head, values in ablated.items():
         np.testing.assert_allclose(frame.loc[head].sort_index()["ablated"], values, atol=2e-4, rtol=1e-4)
+    assert result.frame["effect"].abs().max() > 1e-3
 
 
 def test_zero_ablation_equals_zeroing_output_projection_slice(tiny):
@@ -241,3 +246,13 @@ def test_bad_prompt_sets(tiny_llama, tmp_path, lines, kwargs, message):
     path = write(tmp_path / "set.jsonl", lines)
     with pytest.raises(HeadscopeError, match=message):
         head_ablation(tiny_llama, read_prompt_set(path), progress=False, **kwargs)
+
+
+def test_shipped_ioi_set(smol):
+    from headscope.circuits.ablation import ablate
+    from headscope.data import DATA_DIR
+
+    setup = prepare(smol, read_prompt_set(DATA_DIR / "ioi.jsonl"), mode="resample", metric="logit_diff")
+    assert len(setup.prompts) == 48  # every corrupted prompt has its prompt's token length (else prepare fails)
+    clean, _, _, _ = ablate(setup, [])
+    assert (clean > 0).mean() > 0.8  # the model prefers the indirect object over the subject
