@@ -72,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     hd.add_argument("--pruning-curve", action="store_true", help="add the pruning curve with random controls")
     hd.add_argument("--chunk-size", type=int, default=16, help="prompts per resumable chunk")
     hd.add_argument("--out", required=True)
+    le = sub.add_parser("lens", help="logit lens of one prompt: every layer's residual stream read as tokens")
+    _common(le)
+    le.add_argument("--prompt", required=True)
+    le.add_argument("--target", default=None, help="token to follow (default: the model's top-1 at each position)")
+    le.add_argument("--lens", default="logit", help="logit (the tuned lens is not built yet)")
+    le.add_argument("--top-k", type=int, default=5)
+    le.add_argument("--out", required=True)
     return parser
 
 
@@ -186,7 +193,23 @@ def cmd_heads(args) -> None:
     print(f"head report -> {out}/report.html")
 
 
-COMMANDS = {"info": cmd_info, "capture": cmd_capture, "trace": cmd_trace, "patch": cmd_patch, "heads": cmd_heads}
+def cmd_lens(args) -> None:
+    from headscope.probes import HeadscopeError
+    from headscope.probes.lens import logit_lens
+
+    if args.lens != "logit":
+        raise HeadscopeError(f"--lens {args.lens!r}: only the logit lens exists so far")
+    model = _load(args)
+    result = logit_lens(model, args.prompt, target=args.target, top_k=args.top_k)
+    result.save(args.out)
+    for note in result.meta["notes"]:
+        print(f"note: {note}")
+    last = result.frame[result.frame["position"] == result.frame["position"].max()].sort_values("layer")
+    print(f"last position, target {last['target'].iloc[0]!r}: probability by layer "
+          + " ".join(f"{p:.2f}" for p in last["target_prob"]) + f" -> {args.out}")
+
+
+COMMANDS = {"info": cmd_info, "capture": cmd_capture, "trace": cmd_trace, "patch": cmd_patch, "heads": cmd_heads, "lens": cmd_lens}
 
 
 def main(argv: list[str] | None = None) -> int:

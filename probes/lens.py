@@ -1,0 +1,152 @@
+"""The logit lens: read every layer's residual stream in the vocabulary.
+
+For the residual stream entering block 0 (the embeddings, layer 0) and after each block l (layer
+l + 1), at the chosen positions, apply the model's own final normalisation computed on that vector
+itself (not the final layer's scale reused, the trap of TransformerLens issue 1076), then the
+unembedding (and the model's final logit soft-capping, where it has one). Per (layer, position):
+the top-k tokens and probabilities, the target's probability and rank (0 = top), the entropy, and
+the KL divergence KL(final || lens) from the model's own next-token distribution.
+
+Only ``rows`` (layer, position) vectors are decoded at a time, so the full
+vocab x layers x positions tensor never exists; ``top_k`` and the target are all that is kept.
+The target is a given token, or by default the model's own top-1 next token at each position.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import torch
+
+from .engine import run
+from .errors import HeadscopeError
+from .model import Model
+from .result import Result
+
+
+def decode(model: Model, resid: torch.Tensor) -> torch.Tensor:
+    """Float32 logits of residual-stream vectors ``[..., d_model]`` through the final norm and unembedding."""
+    with torch.no_grad():
+        logits = model.bridge.unembed(model.bridge.ln_final(resid.to(model.device, model.dtype))).float()
+    cap = getattr(model.hf_model.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+class LogitLens(Result):
+    """One row per (layer, position): top tokens, target probability and rank, entropy, KL to final."""
+
+    kind = "logit-lens"
+    table = "lens"
+
+    def grid(self, value: str = "top_prob") -> pd.DataFrame:
+        frame = self.frame.assign(top_prob=[p[0] for p in self.frame["top_probs"]])
+        return frame.pivot(index="layer", columns="position", values=value)
+
+    def plot(self, color: str = "top_prob"):
+        """The layer x position grid, each cell showing its top token, coloured by ``color``
+        (``top_prob`` or ``target_prob``)."""
+        import plotly.graph_objects as go
+
+        frame = self.frame.assign(top_prob=[p[0] for p in self.frame["top_probs"]],
+                                  top_token=[t[0] for t in self.frame["top_tokens"]])
+        z = frame.pivot(index="layer", columns="position", values=color)
+        text = frame.pivot(index="layer", columns="position", values="top_token")
+        labels = [f"{p}: {t!r}" for p, t in zip(sorted(set(frame["position"])),
+                                                  frame.drop_duplicates("position").sort_values("position")["token"])]
+        fig = go.Figure(go.Heatmap(z=z.values, x=labels, y=list(z.index), text=text.values, texttemplate="%{text}",
+                                   colorscale="Blues", zmin=0, zmax=1,
+                                   hovertemplate="layer %{y}, %{x}<br>top %{text}<br>" + color + " %{z:.3f}<extra></extra>"))
+        fig.update_layout(title=f"logit lens ({color}); layer 0 = embeddings, l = after block l-1",
+                          xaxis_title="position", yaxis_title="layer", height=max(400, 22 * len(z)))
+        return fig
+
+    def trajectory(self, position: int | None = None):
+        """The target's probability and rank across layers at one position (default: the last)."""
+        import plotly.graph_objects as go
+        from plotly.subplots import make_subplots
+
+        position = int(self.frame["position"].max()) if position is None else position
+        part = self.frame[self.frame["position"] == position].sort_values("layer")
+        fig = make_subplots(specs=[[{"secondary_y": True}]])
+        fig.add_trace(go.Scatter(x=part["layer"], y=part["target_prob"], name="target probability"))
+        fig.add_trace(go.Scatter(x=part["layer"], y=part["target_rank"], name="target rank", line=dict(dash="dot")),
+                      secondary_y=True)
+        fig.update_yaxes(type="log", secondary_y=True)
+        fig.update_layout(title=f"target {part['target'].iloc[0]!r} at position {position}", xaxis_title="layer")
+        return fig
+
+
+def logit_lens(
+    model: Model,
+    prompt: str,
+    *,
+    target: str | None = None,
+    positions: list[int] | None = None,
+    top_k: int = 5,
+    rows: int = 256,
+) -> LogitLens:
+    """Logit lens of ``prompt`` at ``positions`` (default: all) over the embeddings and every block."""
+    started = time.perf_counter()
+    if not isinstance(top_k, int) or not 1 <= top_k <= model.vocab_size:
+        raise HeadscopeError(f"top_k {top_k!r} must be between 1 and the vocabulary size ({model.vocab_size})")
+    tokens = model.tokenize(prompt)
+    n = len(tokens)
+    positions = list(range(n)) if positions is None else list(positions)
+    for p in positions:
+        if not isinstance(p, int) or not -n <= p < n:
+            raise HeadscopeError(f"position {p!r} out of range for a prompt of {n} tokens")
+    positions = sorted({p % n for p in positions})
+    notes = []
+    target_id = None
+    if target is not None:
+        ids = model.tokenizer(target, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise HeadscopeError(f"target {target!r} tokenizes to nothing")
+        target_id = int(ids[0])
+        if len(ids) > 1:
+            notes.append(f"target {target!r} is {len(ids)} tokens; using the first, "
+                         f"{model.tokenizer.decode([target_id])!r}")
+    hooks = ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.hook_resid_post" for l in range(model.n_layers)]
+    batch = model.batch([tokens])
+    out = run(model, batch, cache=hooks)
+    at = torch.tensor(positions, device=model.device)
+    final_logp = torch.log_softmax(out.logits[0, at].float(), -1)  # [P, V]
+    targets = (torch.full((len(positions),), target_id) if target_id is not None
+               else final_logp.argmax(-1).cpu())
+    stream = torch.stack([out.cache[h][0, at] for h in hooks])  # [L + 1, P, d]
+    flat = stream.flatten(0, 1)
+    cells = [(layer, i) for layer in range(len(hooks)) for i in range(len(positions))]
+    records = []
+    for start in range(0, len(flat), rows):
+        logits = decode(model, flat[start:start + rows])
+        logp = torch.log_softmax(logits, -1)
+        top_lp, top_ids = logp.topk(top_k, -1)
+        idx = [cells[c][1] for c in range(start, start + len(logits))]
+        tgt = targets[idx].to(logp.device)
+        tgt_lp = logp.gather(-1, tgt[:, None])[:, 0]
+        rank = (logp > tgt_lp[:, None]).sum(-1)
+        entropy = -(logp.exp() * logp).sum(-1)
+        f = final_logp[idx]
+        kl = (f.exp() * (f - logp)).sum(-1)
+        for j in range(len(logits)):
+            layer, i = cells[start + j]
+            records.append({
+                "layer": layer, "position": positions[i], "token": tokens.strings[positions[i]],
+                "top_ids": top_ids[j].tolist(), "top_probs": top_lp[j].exp().tolist(), "target_id": int(tgt[j]),
+                "target_prob": float(tgt_lp[j].exp()), "target_rank": int(rank[j]),
+                "entropy": float(entropy[j]), "kl_to_final": float(kl[j].clamp(min=0)),
+            })
+    frame = pd.DataFrame(records)
+    ids = sorted({t for r in records for t in r["top_ids"]} | {r["target_id"] for r in records})
+    text = dict(zip(ids, model.tokenizer.batch_decode([[i] for i in ids])))  # decode each token once
+    frame["top_tokens"] = [[text[t] for t in r] for r in frame["top_ids"]]
+    frame["target"] = [text[t] for t in frame["target_id"]]
+    meta = {"model": model.spec, "prompt": prompt, "lens": "logit", "target": target,
+            "target_token_id": target_id, "target_default": "the model's own top-1 next token per position"
+            if target is None else None, "top_k": top_k, "positions": positions, "n_layers": model.n_layers,
+            "layers": "0 = embeddings (block 0's input), l = after block l-1", "notes": notes,
+            "seconds": round(time.perf_counter() - started, 3)}
+    return LogitLens(frame, meta)
