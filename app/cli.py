@@ -185,8 +185,6 @@ def cmd_heads(args) -> None:
     from headscope.circuits.head_report import head_report
     from headscope.probes import HeadscopeError
 
-    if args.chunk_size < 1:
-        raise HeadscopeError(f"--chunk-size {args.chunk_size} must be at least 1")
     out = head_report(args.model, args.prompts, args.out, mode=args.ablation, metric=args.metric,
                       positions=args.positions, gradient=args.gradient, pruning=args.pruning_curve, seed=args.seed,
                       device=args.device, dtype=args.dtype, batch_size=args.batch_size, chunk_size=args.chunk_size)

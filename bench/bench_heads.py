@@ -60,7 +60,7 @@ def main() -> None:
     records = [{"prompt": p, "target": t} for p, t in PROMPTS]
     toks = [model.tokenize(p) for p, _ in PROMPTS]
     batch = model.batch(toks)
-    tid = torch.tensor([model.tokenizer(t, add_special_tokens=False)["input_ids"][0] for _, t in PROMPTS])
+    tid = torch.tensor([model.first_token(t)[0] for _, t in PROMPTS])
 
     head_ablation(model, records[:1], heads=heads[:2], progress=False)  # warm-up
     fast, result = timed(model, lambda: head_ablation(model, records, progress=False))

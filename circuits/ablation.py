@@ -192,6 +192,28 @@ def ablate(
     return clean, ablated, clean_ok, ablated_ok
 
 
+def next_token_labels(batch, targets: torch.Tensor) -> torch.Tensor:
+    """``[B, pos]``: each position's next token in its prompt, and the target after each row's last
+    token (the ``loss`` metric's labels; pad positions get 0 and must be masked)."""
+    ids = batch.input_ids
+    labels = torch.cat([ids[:, 1:], torch.zeros_like(ids[:, :1])], 1)
+    labels[torch.arange(len(ids), device=ids.device), batch.last.to(ids.device)] = targets.to(ids.device)
+    return labels
+
+
+def prompt_metric(setup: Ablation, logits: torch.Tensor, batch, indices: list[int]) -> torch.Tensor:
+    """The metric per row of a (padded) batch of the prompt set, from last-position logits ``[B, V]``
+    (or every position's ``[B, pos, V]`` for ``loss``, pads excluded)."""
+    enc, dev = setup.encoded, logits.device
+    targets = torch.tensor([enc.target_ids[i] for i in indices], device=dev)
+    if setup.metric == "loss":
+        ce = -pick(torch.log_softmax(logits.float(), -1), next_token_labels(batch, targets).to(dev))
+        mask = batch.attention_mask.to(dev).float()
+        return (ce * mask).sum(-1) / mask.sum(-1)
+    foils = torch.tensor([enc.foil_ids[i] for i in indices], device=dev) if enc.foil_ids else None
+    return target_metric(logits, setup.metric, targets, foils)
+
+
 def _ablate_same_length(setup: Ablation, idx: list[int], head_sets: list[list[Head]], batch_size, progress, desc):
     model, enc, metric = setup.model, setup.encoded, setup.metric
     toks = [enc.tokens[i] for i in idx]
@@ -203,9 +225,9 @@ def _ablate_same_length(setup: Ablation, idx: list[int], head_sets: list[list[He
     clean_ok = (base.logits.argmax(-1) == targets).cpu().numpy()
     labels = ce_clean = None
     if metric == "loss":
-        ids = torch.tensor([t.ids for t in toks], device=dev)
-        labels = torch.cat([ids[:, 1:], targets[:, None]], 1)  # [B, n]: the prompt's next tokens, then the target
-        full = run(model, model.batch(toks)).logits
+        batch = model.batch(toks)
+        labels = next_token_labels(batch, targets)
+        full = run(model, batch).logits
         ce_clean = -pick(torch.log_softmax(full.float(), -1), labels)  # [B, n]
         clean = ce_clean.mean(-1)
     elif metric == "kl":

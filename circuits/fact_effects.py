@@ -25,7 +25,6 @@ import pandas as pd
 from headscope.probes import HeadscopeError, Model, Result, read_records, run
 from headscope.probes.engine import auto_batch_size, chunks
 
-from .metrics import resolve_token
 from .stats import mean_interval
 from .tracing import KINDS, default_window, noise_scale, trace
 
@@ -55,7 +54,7 @@ def known_facts(model: Model, facts: list[dict], batch_size: int | None = None) 
         part = facts[sl]
         batch = model.batch([f["prompt"] for f in part])
         predicted = run(model, batch, logits_at=batch.last).logits.argmax(-1).tolist()
-        kept += [f for f, p in zip(part, predicted) if p == resolve_token(model, f["target"], "target")[0]]
+        kept += [f for f, p in zip(part, predicted) if p == model.first_token(f["target"], "target")[0]]
     return kept
 
 

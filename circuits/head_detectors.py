@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from headscope.probes import Model, Tokens, run
+from headscope.probes.engine import auto_batch_size, chunks
 
 DETECTORS = ("induction", "previous_token", "duplicate_token")
 
@@ -67,12 +68,12 @@ def detector_scores(model: Model, *, seq_len: int = 40, n_seqs: int = 4, seed: i
                          **{name: scores[name].reshape(-1) for name in DETECTORS}})
 
 
-def attention_sink(model: Model, prompts: list[Tokens], batch_size: int = 16) -> pd.DataFrame:
+def attention_sink(model: Model, prompts: list[Tokens], batch_size: int | None = None) -> pd.DataFrame:
     """Per head: mean attention from every destination after the first to the first token."""
     total = torch.zeros(model.n_layers, model.n_heads)
     count = 0
-    for start in range(0, len(prompts), batch_size):
-        batch = model.batch(prompts[start:start + batch_size])
+    for sl in chunks(len(prompts), batch_size or auto_batch_size(model, max(len(p) for p in prompts))):
+        batch = model.batch(prompts[sl])
         cache = run(model, batch, cache="blocks.*.attn.hook_pattern", logits_at=batch.last).cache
         mask = batch.attention_mask.float().cpu()[:, 1:]  # destinations 1.. that are real tokens
         for layer in range(model.n_layers):

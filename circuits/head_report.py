@@ -8,6 +8,7 @@
 - ``heads_by_prompt.parquet``: per (model, prompt set, prompt, layer, head): ``clean, ablated, effect``;
 - ``heads.json``: ``{"layer-head": [effect per prompt]}`` (the retrieval-head reference's format);
   with several models or prompt sets, one such object per ``"model | prompt set"`` key;
+- ``pruning.parquet`` (with ``pruning=True``): the pruning curves, by importance and random orders;
 - ``report.html``: one self-contained page (plotly inlined, opens offline); its pruning curve
   removes heads by the size of their single-head effect, smallest first, as Michel et al. prune by
   the magnitude of importance;
@@ -67,6 +68,10 @@ def head_report(
         raise HeadscopeError(f"unknown ablation mode {mode!r}; use one of {', '.join(MODES)}")
     if metric not in METRICS:
         raise HeadscopeError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
+    if positions not in ("all", "last"):
+        raise HeadscopeError(f"unknown positions {positions!r}; use all or last")
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise HeadscopeError(f"chunk_size {chunk_size!r} must be at least 1")
     if not models or not prompt_files:
         raise HeadscopeError("give at least one model and one prompt file")
     sets = [read_prompt_set(p) for p in prompt_files]
@@ -88,10 +93,8 @@ def head_report(
             same = False
         if not same:
             shutil.rmtree(partial)
-    partial.mkdir(parents=True, exist_ok=True)
-    (partial / "params.json").write_text(json.dumps(params))
 
-    heads_rows, by_prompt, exports, sections, combos = [], [], {}, [], []
+    heads_rows, by_prompt, pruning_rows, exports, sections, combos = [], [], [], {}, [], []
     for mi, spec in enumerate(models):
         model = spec if isinstance(spec, Model) else load_model(spec, device=device, dtype=dtype, seed=seed)
         detectors = detector_scores(model, seed=seed)
@@ -100,6 +103,9 @@ def head_report(
             setup = prepare(model, ps, mode=mode, metric=metric, positions=positions, batch_size=batch_size)
             starts = range(0, len(ps), chunk_size)
             frames = []
+            if not partial.exists():  # only now: a run that fails in its checks leaves nothing behind
+                partial.mkdir(parents=True)
+                (partial / "params.json").write_text(json.dumps(params))
             for ci in tqdm(starts, desc=f"{model.spec} / {ps.name}", unit="chunk", disable=not progress):
                 frames.append(_chunk(setup, partial / f"m{mi}-s{si}-c{ci // chunk_size}.parquet",
                                      list(range(ci, min(ci + chunk_size, len(ps)))), batch_size))
@@ -125,7 +131,7 @@ def head_report(
                                       batch_size=batch_size)
                 info["pruning"] = {k: curve.meta[k] for k in ("importance", "recomputed", "step", "seeds",
                                                              "knee_fraction", "knee_removed")}
-                info["pruning_curve"] = curve.frame.to_dict(orient="records")
+                pruning_rows.append(curve.frame.assign(model=model.spec, prompt_set=ps.name))
                 figures.append(curve.plot())
             info["seconds"] = round(time.perf_counter() - t0, 3)
             key = f"{model.spec} | {ps.name}"
@@ -143,7 +149,7 @@ def head_report(
 
     heads = pd.concat(heads_rows, ignore_index=True)
     meta = {"kind": "head-report", "params": {k: v for k, v in params.items() if k != "prompt_files_mtime"},
-            "combinations": [{k: v for k, v in c.items() if k != "pruning_curve"} for c in combos],
+            "combinations": combos,
             "versions": library_versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "seconds": round(time.perf_counter() - started, 3)}
     staging = new_staging(out)
@@ -152,6 +158,8 @@ def head_report(
         pd.concat(by_prompt, ignore_index=True).to_parquet(staging / "heads_by_prompt.parquet", index=False)
         export = next(iter(exports.values())) if len(exports) == 1 else exports
         (staging / "heads.json").write_text(json.dumps(export))
+        if pruning_rows:
+            pd.concat(pruning_rows, ignore_index=True).to_parquet(staging / "pruning.parquet", index=False)
         (staging / "report.html").write_text(_html(sections, heads, meta), encoding="utf-8")
         (staging / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
         replace_dir(staging, out)

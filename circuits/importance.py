@@ -31,8 +31,7 @@ import torch
 from headscope.probes import HeadscopeError, Result, run
 from headscope.probes.engine import auto_batch_size, chunks
 
-from .ablation import Ablation, Head, ablate, all_heads, z_hook
-from .metrics import pick, target_metric
+from .ablation import Ablation, Head, ablate, all_heads, prompt_metric, z_hook
 
 
 class HeadImportance(Result):
@@ -68,7 +67,7 @@ def gradient_importance(setup: Ablation, *, normalize: bool = True, batch_size: 
         gates = torch.ones(L, len(toks), H, device=model.device, dtype=model.dtype, requires_grad=True)
         hooks = [(z_hook(l), _gate(gates[l], batch, setup.positions)) for l in range(L)]
         out = run(model, batch, hooks=hooks, logits_at=None if metric == "loss" else batch.last, grad=True)
-        values = batch_metric(setup, out.logits, batch, list(range(len(enc.tokens)))[sl])
+        values = prompt_metric(setup, out.logits, batch, list(range(len(enc.tokens)))[sl])
         (grad,) = torch.autograd.grad(values.sum(), gates)
         grad = grad.float().cpu()  # [L, B, H]
         abs_sum += grad.abs().sum(1)
@@ -96,22 +95,6 @@ def _gate(gate: torch.Tensor, batch, positions: str):
         scale = 1 + at[..., None] * (g - 1)  # g at the last token, 1 elsewhere
         return z * scale
     return hook
-
-
-def batch_metric(setup: Ablation, logits: torch.Tensor, batch, indices: list[int]) -> torch.Tensor:
-    """The metric per row of a (padded) batch of the prompt set, from last-position logits ``[B, V]``
-    (or every position's ``[B, pos, V]`` for ``loss``, pads excluded)."""
-    enc, dev = setup.encoded, logits.device
-    targets = torch.tensor([enc.target_ids[i] for i in indices], device=dev)
-    if setup.metric == "loss":
-        ids = batch.input_ids
-        labels = torch.cat([ids[:, 1:], torch.zeros_like(ids[:, :1])], 1)
-        labels[torch.arange(len(ids), device=ids.device), batch.last.to(ids.device)] = targets
-        ce = -pick(torch.log_softmax(logits.float(), -1), labels)
-        mask = batch.attention_mask.to(dev).float()
-        return (ce * mask).sum(-1) / mask.sum(-1)
-    foils = torch.tensor([enc.foil_ids[i] for i in indices], device=dev) if enc.foil_ids else None
-    return target_metric(logits, setup.metric, targets, foils)
 
 
 def ranking(scores: dict[Head, float]) -> list[Head]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from headscope.probes import HeadscopeError, Model
+from headscope.probes import HeadscopeError
 
 METRICS = ("prob", "logprob", "logit_diff")
 
@@ -35,15 +35,3 @@ def pick(values: torch.Tensor, ids) -> torch.Tensor:
         return values[..., ids]
     ids = torch.as_tensor(ids, device=values.device).expand(values.shape[:-1])
     return values.gather(-1, ids[..., None])[..., 0]
-
-
-def resolve_token(model: Model, text: str, role: str) -> tuple[int, str | None]:
-    """The first token of ``text`` and, when it has several, a note saying which one is used."""
-    ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
-    if not ids:
-        raise HeadscopeError(f"{role} {text!r} is not a token of the vocabulary: it tokenizes to nothing")
-    note = None
-    if len(ids) > 1:
-        pieces = [model.tokenizer.decode([i]) for i in ids]
-        note = f"{role} {text!r} is {len(ids)} tokens {pieces}; using the first, {pieces[0]!r}"
-    return int(ids[0]), note

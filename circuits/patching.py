@@ -27,7 +27,7 @@ import torch
 from headscope.probes import HeadscopeError, Model, Result, Tokens, run
 from headscope.probes.sweep import Patch, base_run, sweep
 
-from .metrics import resolve_token, target_metric
+from .metrics import target_metric
 from .stats import spearman
 
 KINDS = ("resid", "attn", "mlp", "heads", "heads_by_pos")
@@ -92,11 +92,11 @@ def _prepare(model: Model, clean: str, corrupted: str, target: str, foil: str | 
         raise HeadscopeError(f"unknown metric {metric!r}; use logit_diff, logprob or prob")
     if metric == "logit_diff" and foil is None:
         raise HeadscopeError("metric 'logit_diff' needs a foil")
-    target_id, note = resolve_token(model, target, "target")
+    target_id, note = model.first_token(target, "target")
     notes = [note] if note else []
     foil_id = None
     if foil is not None:
-        foil_id, note = resolve_token(model, foil, "foil")
+        foil_id, note = model.first_token(foil, "foil")
         notes += [note] if note else []
     return clean_toks, corr_toks, align, metric, target_id, foil_id, notes
 

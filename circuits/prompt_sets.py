@@ -12,7 +12,6 @@ from pathlib import Path
 
 from headscope.probes import HeadscopeError, Model, Tokens, read_records
 
-from .metrics import resolve_token
 
 
 @dataclass
@@ -86,7 +85,7 @@ def encode(model: Model, prompts: PromptSet, *, foil: bool = False, corrupted: b
     notes: list[str] = []
 
     def token(text: str, role: str, i: int) -> int:
-        token_id, note = resolve_token(model, text, role)
+        token_id, note = model.first_token(text, role)
         if note and len(notes) < 5:
             notes.append(f"{prompts.where(i)}: {note}")
         return token_id

@@ -35,7 +35,7 @@ import torch
 from headscope.probes import HeadscopeError, Model, Result, Tokens, run
 from headscope.probes.sweep import Patch, base_run, sweep
 
-from .metrics import check_metric, resolve_token, target_metric
+from .metrics import check_metric, target_metric
 
 KINDS = ("resid", "mlp", "attn")
 _RESTORED_HOOK = {"resid": "blocks.{}.hook_resid_post", "mlp": "blocks.{}.hook_mlp_out", "attn": "blocks.{}.hook_attn_out"}
@@ -209,11 +209,11 @@ def trace(
     if target is None:
         target_id = int(clean.logits[0].argmax())
     else:
-        target_id, note = resolve_token(model, target, "target")
+        target_id, note = model.first_token(target, "target")
         notes += [note] if note else []
     foil_id = None
     if foil is not None:
-        foil_id, note = resolve_token(model, foil, "foil")
+        foil_id, note = model.first_token(foil, "foil")
         notes += [note] if note else []
     high = float(target_metric(clean.logits, metric, target_id, foil_id)[0])
 

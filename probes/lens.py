@@ -102,13 +102,8 @@ def logit_lens(
     notes = []
     target_id = None
     if target is not None:
-        ids = model.tokenizer(target, add_special_tokens=False)["input_ids"]
-        if not ids:
-            raise HeadscopeError(f"target {target!r} tokenizes to nothing")
-        target_id = int(ids[0])
-        if len(ids) > 1:
-            notes.append(f"target {target!r} is {len(ids)} tokens; using the first, "
-                         f"{model.tokenizer.decode([target_id])!r}")
+        target_id, note = model.first_token(target, "target")
+        notes += [note] if note else []
     hooks = ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.hook_resid_post" for l in range(model.n_layers)]
     batch = model.batch([tokens])
     out = run(model, batch, cache=hooks)

@@ -103,6 +103,18 @@ class Model:
         return head
 
     # -- tokenization ----------------------------------------------------------------------
+    def first_token(self, text: str, role: str = "target") -> tuple[int, str | None]:
+        """The first token of ``text`` (an answer, a foil) and, when it has several, a note saying
+        which one is used; ``role`` names it in the message."""
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise HeadscopeError(f"{role} {text!r} is not a token of the vocabulary: it tokenizes to nothing")
+        note = None
+        if len(ids) > 1:
+            pieces = [self.tokenizer.decode([i]) for i in ids]
+            note = f"{role} {text!r} is {len(ids)} tokens {pieces}; using the first, {pieces[0]!r}"
+        return int(ids[0]), note
+
     def tokenize(self, text: str) -> Tokens:
         """Token ids of ``text`` (with the tokenizer's special tokens) and each token's character span."""
         if not isinstance(text, str) or not text.strip():

@@ -24,7 +24,7 @@ def records(model):
     return [{"prompt": p.text, "target": t, "foil": " dog", "corrupted": c.text} for (p, c), t in zip(pairs, targets)]
 
 
-def plain_loop(model, recs, mode, metric, positions, heads):
+def plain_loop(model, recs, mode, metric, positions, heads, mean_over="all", reference=None):
     """Reference: for each head, one forward over the padded batch of every prompt with that head's z replaced."""
     toks = [model.tokenize(r["prompt"]) for r in recs]
     batch = model.batch(toks)
@@ -33,9 +33,17 @@ def plain_loop(model, recs, mode, metric, positions, heads):
     mask = batch.attention_mask.float().cpu()
     last = batch.last.cpu()
     zs = [f"blocks.{l}.attn.hook_z" for l in range(model.n_layers)]
-    if mode == "mean":  # mean over every real token of every prompt
-        cache = run(model, batch, cache=zs).cache
-        means = {h: (cache[h].cpu() * mask[:, :, None, None]).sum((0, 1)) / mask.sum() for h in zs}
+    if mode == "mean":  # mean over every real token of every reference prompt, or per position
+        ref = model.batch(reference or [r["prompt"] for r in recs])
+        ref_mask = ref.attention_mask.float().cpu()[:, :, None, None]
+        cache = {h: v.cpu() for h, v in run(model, ref, cache=zs).cache.items()}
+        overall = {h: (cache[h] * ref_mask).sum((0, 1)) / ref_mask.sum() for h in zs}
+        width = batch.input_ids.shape[1]
+        means = {}
+        for h in zs:
+            per_pos = [(cache[h][:, p] * ref_mask[:, p]).sum(0) / ref_mask[:, p].sum()
+                       if p < ref_mask.shape[1] and ref_mask[:, p].sum() > 0 else overall[h] for p in range(width)]
+            means[h] = overall[h] if mean_over == "all" else torch.stack(per_pos)  # [H, d] or [pos, H, d]
     if mode == "resample":
         corr = run(model, model.batch([model.tokenize(r["corrupted"]) for r in recs]), cache=zs).cache
     ids = batch.input_ids.cpu()
@@ -65,7 +73,8 @@ def plain_loop(model, recs, mode, metric, positions, heads):
             z = z.clone()
             name = f"blocks.{layer}.attn.hook_z"
             value = {"zero": torch.zeros_like(z[:, :, head]),
-                     "mean": means[name][head].to(z).expand_as(z[:, :, head]) if mode == "mean" else None,
+                     "mean": (means[name][head] if mean_over == "all" else means[name][:, head]).to(z)
+                     .expand_as(z[:, :, head]) if mode == "mean" else None,
                      "resample": corr[name][:, :, head] if mode == "resample" else None}[mode]
             if positions == "all":
                 z[:, :, head] = value
@@ -98,6 +107,22 @@ def test_batched_ablation_equals_plain_loop(tiny_llama, mode, metric, positions)
     sign = -1 if metric in ("kl", "loss") else 1
     np.testing.assert_allclose(result.frame["effect"], sign * (result.frame["clean"] - result.frame["ablated"]))
     assert result.frame["effect"].abs().max() > 1e-6  # something was ablated
+
+
+def test_per_position_mean_ablation_equals_plain_loop(tiny_llama):
+    model = tiny_llama
+    recs = records(model)
+    reference = ["the cat", "a river runs past the old mill and on to the sea"]  # short and long
+    heads = [(0, 1), (1, 2), (model.n_layers - 1, 0)]
+    result = head_ablation(model, recs, mode="mean", mean_over="position", reference=reference, heads=heads,
+                           progress=False)
+    _, ablated = plain_loop(model, recs, "mean", "logprob", "all", heads, mean_over="position", reference=reference)
+    frame = result.frame.set_index(["layer", "head", "prompt"])
+    for head, values in ablated.items():
+        np.testing.assert_allclose(frame.loc[head].sort_index()["ablated"], values, atol=3e-5, rtol=1e-4)
+    # the per-position mean differs from the all-position one
+    overall = head_ablation(model, recs, mode="mean", reference=reference, heads=heads, progress=False)
+    assert np.abs(overall.frame["ablated"].to_numpy() - result.frame["ablated"].to_numpy()).max() > 1e-6
 
 
 @pytest.mark.parametrize("mode,metric,positions", [("zero", "logit_diff", "all"), ("mean", "kl", "last"),
@@ -149,7 +174,7 @@ def test_gradient_importance_matches_finite_differences(tiny_llama, metric, posi
     frame = result.frame.set_index(["layer", "head"])
     toks = [model.tokenize(r["prompt"]) for r in recs]
     eps = 1e-2
-    from headscope.circuits.importance import batch_metric
+    from headscope.circuits.ablation import prompt_metric
 
     for layer, head in [(0, 0), (1, 3), (model.n_layers - 1, 2)]:
         def gated(scale):
@@ -163,7 +188,7 @@ def test_gradient_importance_matches_finite_differences(tiny_llama, metric, posi
                 return z
             out = run(model, batch, hooks=[(f"blocks.{layer}.attn.hook_z", hook)],
                       logits_at=None if metric == "loss" else batch.last)
-            return batch_metric(setup, out.logits, batch, list(range(len(recs))))
+            return prompt_metric(setup, out.logits, batch, list(range(len(recs))))
 
         batch = model.batch(toks)
         fd = ((gated(1 + eps) - gated(1 - eps)) / (2 * eps)).double().cpu().numpy()

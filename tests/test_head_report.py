@@ -75,6 +75,8 @@ def test_head_report_files(tiny_llama, tmp_path):
     assert "<script src=" not in page  # self-contained
     meta = json.loads((out / "meta.json").read_text())
     assert len(meta["combinations"]) == 2 and "spearman_gradient_importance_vs_effect" in meta["combinations"][0]
+    pruning = pd.read_parquet(out / "pruning.parquet")
+    assert set(pruning["prompt_set"]) == {"a", "b"} and pruning["fraction"].max() == 1
     assert not (tmp_path / ".report.partial").exists()
     # the per-set means match the per-prompt table
     mean = by_prompt[by_prompt["prompt_set"] == "a"].groupby(["layer", "head"])["effect"].mean().to_numpy()
@@ -117,7 +119,12 @@ def test_head_report_bad_input_leaves_nothing(tiny_llama, tmp_path):
         head_report([tiny_llama], [good], tmp_path / "out", metric="logit_diff", progress=False)
     with pytest.raises(HeadscopeError, match="unknown ablation mode"):
         head_report([tiny_llama], [good], tmp_path / "out", mode="shuffle", progress=False)
-    assert not (tmp_path / "out").exists()
+    with pytest.raises(HeadscopeError, match="unknown positions 'first'"):
+        head_report([tiny_llama], [good], tmp_path / "out", positions="first", progress=False)
+    corrupted = prompt_file(tmp_path / "c.jsonl", [{"prompt": "a b c", "target": " d", "corrupted": "a b c d e f"}])
+    with pytest.raises(HeadscopeError, match="same token length"):  # found once the model is loaded
+        head_report([tiny_llama], [corrupted], tmp_path / "out", mode="resample", progress=False)
+    assert not (tmp_path / "out").exists() and not (tmp_path / ".out.partial").exists()
 
 
 def test_cli_heads(tmp_path, capsys):
