@@ -16,7 +16,9 @@
 - ``grad``: keep the autograd graph (cached activations are not detached) for gradient methods;
 - ``kv_cache`` / ``past``: return the run's keys and values (every position, every layer), and resume
   a run from a prefix of them (``prefix_cache``): a variant that changes nothing before token ``t``
-  needs only the positions from ``t`` on, attending to the cached keys and values of the rest.
+  needs only the positions from ``t`` on, attending to the cached keys and values of the rest. Only
+  under SDPA: the bridge's eager attention ignores the resumed run's offset (wrong rotary positions
+  and causal mask), so a resumed run that needs eager attention is refused.
 
 Attention: the bridge re-implements attention eagerly to expose patterns. When no hook or cache
 entry of a run reads a hook that only eager attention fires (``hook_pattern``, ``hook_attn_scores``,
@@ -156,6 +158,10 @@ def run(
         if start_layer == 0:  # nothing to skip: the embeddings are replaced by resid
             fwd.insert(0, ("blocks.0.hook_resid_pre", lambda act, hook=None: resid.to(act.dtype)))
     mode = choose_attention(model, [name for name, _ in fwd], attention)
+    if past is not None and mode == "eager":
+        # the bridge's eager attention ignores the offset of a resumed run (rotary positions, causal mask)
+        raise HeadscopeError("a run that reads attention patterns cannot resume from cached keys and values; "
+                             "run every position instead")
     with contextlib.ExitStack() as stack:
         stack.enter_context(torch.set_grad_enabled(grad))
         stack.enter_context(attention_mode(model, mode))

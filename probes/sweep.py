@@ -15,7 +15,8 @@ before ``t``. Groups grow until their forward holds ``fill`` token rows: below t
 about the same whatever its size. On a GPU, where a forward's fixed cost (kernel launches, Python)
 dominates, a group also takes variants of later positions (``merge_positions``): computing a few
 positions they do not need is cheaper than another forward. On a CPU compute dominates, and groups
-keep to one first position.
+keep to one first position. Patches of hooks that only eager attention fires (on some architectures
+``hook_z``) run every position: the bridge's eager attention cannot resume from cached keys.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Callable, Sequence
 import torch
 
 from .errors import HeadscopeError
-from .engine import Edit, RunOutput, auto_batch_size, prefix_cache, run
+from .engine import Edit, RunOutput, auto_batch_size, choose_attention, prefix_cache, run
 from .model import Batch, Model, Tokens
 
 _LAYER = re.compile(r"^blocks\.(\d+)\.")
@@ -87,6 +88,8 @@ def sweep(
 
     n_base, n = len(prompts), len(prompts[0])
     first_pos = [min(0 if p.position is None else p.position for p in v) for v in variants]
+    if choose_attention(model, {p.hook for v in variants for p in v}) == "eager":
+        first_pos = [0] * len(variants)  # eager attention cannot resume from cached keys and values
     first_layer = [min(p.layer for p in v) for v in variants]
     order = sorted(range(len(variants)), key=lambda i: (first_pos[i], first_layer[i]))
     max_rows = max(n_base, batch_size or auto_batch_size(model, n))

@@ -173,6 +173,9 @@ def test_resume_from_prefix_cache_equals_full_run(tiny):
     torch.testing.assert_close(resumed.logits, full.logits[[2, 1, 0], t:], atol=1e-5, rtol=1e-5)
     with pytest.raises(HeadscopeError, match="padded rows"):
         run(tiny, tiny.batch(PROMPTS[:2]), past=prefix_cache(tiny, base.past, torch.tensor([0, 1]), 2))
+    # the bridge's eager attention would read the resumed positions as 0.. (wrong rotary and mask): refused
+    with pytest.raises(HeadscopeError, match="cannot resume"):
+        run(tiny, suffix, past=prefix_cache(tiny, base.past, torch.tensor([0, 1, 2]), t), attention="eager")
 
 
 def test_start_layer_zero_replaces_the_embeddings(tiny_llama):

@@ -53,7 +53,7 @@ def check_against_transformer_lens(model, clean, corrupted, target, foil, kinds)
             got = torch.tensor(part.sort_values(["layer", "head"])["score"].values).view(expected.shape)
         else:
             got = torch.tensor(part.sort_values(["layer", "position"])["score"].values).view(expected.shape)
-        torch.testing.assert_close(got.float(), expected.float(), atol=1e-4, rtol=1e-3, msg=kind)
+        torch.testing.assert_close(got.float(), expected.float(), atol=1e-4, rtol=1e-3)
     return ours
 
 
