@@ -76,9 +76,28 @@ def build_parser() -> argparse.ArgumentParser:
     _common(le)
     le.add_argument("--prompt", required=True)
     le.add_argument("--target", default=None, help="token to follow (default: the model's top-1 at each position)")
-    le.add_argument("--lens", default="logit", help="logit (the tuned lens is not built yet)")
+    le.add_argument("--lens", default="logit", help="logit, or tuned (a lens trained with lens-train)")
+    le.add_argument("--lens-file", default=None, help="tuned lens file (default: this model's lens in the cache)")
     le.add_argument("--top-k", type=int, default=5)
     le.add_argument("--out", required=True)
+    lt = sub.add_parser("lens-train", help="train a tuned lens and report its held-out KL against the logit lens")
+    _common(lt)
+    lt.add_argument("--tokens", type=int, default=2**14, help="training tokens in all (steps x tokens per step)")
+    lt.add_argument("--steps", type=int, default=250, help="optimizer steps (the reference's 250)")
+    lt.add_argument("--seq-len", type=int, default=256, help="tokens per training sequence")
+    lt.add_argument("--text", default=None, help="training text: .jsonl (field text) or a text file "
+                                                   "(default: the shipped passages)")
+    lt.add_argument("--eval-tokens", type=int, default=2**12, help="held-out tokens to compare the lenses on")
+    lt.add_argument("--out", default=None, help="lens file (default: the cache, where --lens tuned finds it)")
+    pr = sub.add_parser("probe", help="linear probes for a label at every layer, with a control task")
+    _common(pr)
+    pr.add_argument("--prompts", required=True, help="JSONL records with 'prompt' and the label field")
+    pr.add_argument("--label", required=True, help="the record field to decode")
+    pr.add_argument("--position", default="last", help="last, or a token index")
+    pr.add_argument("--task", default="auto", help="auto, classify or regress")
+    pr.add_argument("--control", default="token", help="token (Hewitt & Liang) or shuffle")
+    pr.add_argument("--test-fraction", type=float, default=0.25)
+    pr.add_argument("--out", required=True)
     return parser
 
 
@@ -183,7 +202,6 @@ def cmd_patch(args) -> None:
 
 def cmd_heads(args) -> None:
     from headscope.circuits.head_report import head_report
-    from headscope.probes import HeadscopeError
 
     out = head_report(args.model, args.prompts, args.out, mode=args.ablation, metric=args.metric,
                       positions=args.positions, gradient=args.gradient, pruning=args.pruning_curve, seed=args.seed,
@@ -193,12 +211,15 @@ def cmd_heads(args) -> None:
 
 def cmd_lens(args) -> None:
     from headscope.probes import HeadscopeError
-    from headscope.probes.lens import logit_lens
+    from headscope.probes.lens import logit_lens, tuned_lens
 
-    if args.lens != "logit":
-        raise HeadscopeError(f"--lens {args.lens!r}: only the logit lens exists so far")
+    if args.lens not in ("logit", "tuned"):
+        raise HeadscopeError(f"--lens {args.lens!r} must be logit or tuned")
     model = _load(args)
-    result = logit_lens(model, args.prompt, target=args.target, top_k=args.top_k)
+    if args.lens == "tuned":
+        result = tuned_lens(model, args.prompt, args.lens_file, target=args.target, top_k=args.top_k)
+    else:
+        result = logit_lens(model, args.prompt, target=args.target, top_k=args.top_k)
     result.save(args.out)
     for note in result.meta["notes"]:
         print(f"note: {note}")
@@ -207,7 +228,34 @@ def cmd_lens(args) -> None:
           + " ".join(f"{p:.2f}" for p in last["target_prob"]) + f" -> {args.out}")
 
 
-COMMANDS = {"info": cmd_info, "capture": cmd_capture, "trace": cmd_trace, "patch": cmd_patch, "heads": cmd_heads, "lens": cmd_lens}
+def cmd_lens_train(args) -> None:
+    from headscope.probes.tuned_lens import default_path, lens_kl, train_tuned_lens
+
+    model = _load(args)
+    lens = train_tuned_lens(model, args.text, tokens=args.tokens, steps=args.steps, seq_len=args.seq_len, seed=args.seed)
+    path = lens.save(args.out or default_path(model))
+    kl = lens_kl(model, lens, tokens=args.eval_tokens, seq_len=args.seq_len).frame.pivot(
+        index="layer", columns="lens", values="kl")
+    print("held-out KL(final || lens), nats/token, layer: logit -> tuned")
+    print("  ".join(f"{layer}: {row['logit']:.2f}->{row['tuned']:.2f}" for layer, row in kl.iterrows()))
+    print(f"tuned lens -> {path}")
+
+
+def cmd_probe(args) -> None:
+    from headscope.probes.linear_probe import linear_probe
+
+    position = int(args.position) if args.position.lstrip("-").isdigit() else args.position
+    result = linear_probe(_load(args), args.prompts, args.label, position=position, task=args.task,
+                          control=args.control, test_fraction=args.test_fraction, seed=args.seed,
+                          batch_size=args.batch_size)
+    result.save(args.out)
+    best = result.frame.loc[result.frame["accuracy"].idxmax()]
+    print(f"best layer {int(best['layer'])}: {result.meta['task']} {best['accuracy']:.3f}, control "
+          f"{best['control_accuracy']:.3f}, selectivity {best['selectivity']:.3f} -> {args.out}")
+
+
+COMMANDS = {"info": cmd_info, "capture": cmd_capture, "trace": cmd_trace, "patch": cmd_patch, "heads": cmd_heads,
+            "lens": cmd_lens, "lens-train": cmd_lens_train, "probe": cmd_probe}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,7 +28,6 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from headscope.probes import HeadscopeError, Model, load_model

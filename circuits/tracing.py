@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from headscope.probes import HeadscopeError, Model, Result, Tokens, run
+from headscope.probes import HeadscopeError, Model, Result, run
 from headscope.probes.sweep import Patch, base_run, sweep
 
 from .metrics import check_metric, target_metric
@@ -48,26 +48,6 @@ def default_window(model: Model) -> int:
 
 def window_layers(layer: int, window: int, n_layers: int) -> range:
     return range(max(0, layer - window // 2), min(n_layers, layer - (-window // 2)))
-
-
-def locate_subject(tokens: Tokens, subject: str, start: int | None = None) -> list[int]:
-    """Token positions of ``subject`` in the prompt, by character offsets.
-
-    The last occurrence is used unless ``start`` (a character offset) picks one.
-    """
-    if not subject or not subject.strip():
-        raise HeadscopeError("empty subject: give the subject's text as it appears in the prompt")
-    text = tokens.text
-    if start is None:
-        start = text.rfind(subject)
-        if start < 0:
-            raise HeadscopeError(f"subject {subject!r} not found in prompt {text!r}")
-    elif text[start:start + len(subject)] != subject:
-        raise HeadscopeError(f"subject {subject!r} does not start at character {start} of prompt {text!r}")
-    positions = tokens.positions_of(start, start + len(subject))
-    if not positions:
-        raise HeadscopeError(f"subject {subject!r} covers no token of the prompt")
-    return positions
 
 
 def embedding_std(model: Model, subjects: list[str]) -> float:
@@ -178,7 +158,6 @@ def trace(
     embedding std sets the ``"Nsd"`` noise scale (default: the shipped fact set's subjects);
     ``layers`` restricts the cells traced (default: every layer).
     """
-    from tqdm.auto import tqdm
 
     started = time.perf_counter()
     kinds = tuple(kinds)
@@ -193,7 +172,7 @@ def trace(
     check_metric(metric, foil)
     layers = list(range(model.n_layers)) if layers is None else [model.check_layer(l) for l in layers]
     tokens = model.tokenize(prompt)
-    subject_pos = locate_subject(tokens, subject, subject_start)
+    subject_pos = tokens.locate(subject, subject_start, role="subject")
     if noise_subjects is None:
         from headscope.data import fact_subjects
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from png import write_png
+
 HERE = Path(__file__).parent
 
 
@@ -49,11 +51,7 @@ def main() -> None:
     print(f"{meta['model']}: {meta['n_facts']} of {meta['n_known']} known facts ({meta['n_facts_given']} given); "
           f"mean clean p {meta['mean_high_score']:.3f}, corrupted p {meta['mean_low_score']:.3f}")
     print(peaks(result))
-    try:
-        result.plot().write_image(HERE / "average_trace.png", width=1200, height=420, scale=1)
-        print(f"wrote {HERE / 'average_trace.png'}")
-    except Exception as err:  # kaleido or a browser missing: the numbers above still stand
-        print(f"no PNG ({type(err).__name__}: {err})")
+    write_png(result.plot(), HERE / "average_trace.png", 1200, 420)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Write a directory atomically: build it under a temporary sibling name, rename it into place.
+"""Write a directory (or file) atomically: build it under a temporary sibling name, rename it into place.
 
 An interrupted writer (error, Ctrl-C) leaves no directory that a later run would trust: the
 staging directory is removed, and an older directory of the same name is replaced only at the end.
@@ -43,4 +43,20 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
         replace_dir(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_file(target: str | os.PathLike) -> Iterator[Path]:
+    """``with atomic_file(target) as tmp:`` write the file ``tmp``; it becomes ``target`` on success."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    os.close(fd)
+    try:
+        yield Path(name)
+        os.chmod(name, 0o644)
+        os.replace(name, target)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
         raise

@@ -9,12 +9,18 @@ the KL divergence KL(final || lens) from the model's own next-token distribution
 
 Only ``rows`` (layer, position) vectors are decoded at a time, so the full
 vocab x layers x positions tensor never exists; ``top_k`` and the target are all that is kept.
-The target is a given token, or by default the model's own top-1 next token at each position.
+(The vocabulary itself is not cut further: the entropy and the KL need each row's whole
+distribution, and ``rows`` x vocab floats is the only large tensor.) The target is a given token,
+or by default the model's own top-1 next token at each position.
+
+``tuned_lens`` reads the same grid through a trained ``TunedLens`` (``tuned_lens.py``): each
+layer's vector passes its affine translator before the same decoding.
 """
 
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
@@ -24,15 +30,23 @@ from .errors import HeadscopeError
 from .model import Model
 from .result import Result
 
+if TYPE_CHECKING:
+    from .tuned_lens import TunedLens
+
 
 def decode(model: Model, resid: torch.Tensor) -> torch.Tensor:
-    """Float32 logits of residual-stream vectors ``[..., d_model]`` through the final norm and unembedding."""
-    with torch.no_grad():
-        logits = model.bridge.unembed(model.bridge.ln_final(resid.to(model.device, model.dtype))).float()
+    """Float32 logits of residual-stream vectors ``[..., d_model]`` through the final norm and unembedding
+    (differentiable in ``resid``; the weights are frozen)."""
+    logits = model.bridge.unembed(model.bridge.ln_final(resid.to(model.device, model.dtype))).float()
     cap = getattr(model.hf_model.config, "final_logit_softcapping", None)
     if cap:
         logits = torch.tanh(logits / cap) * cap
     return logits
+
+
+def check_top_k(model: Model, top_k: int) -> None:
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= model.vocab_size:
+        raise HeadscopeError(f"top_k {top_k!r} must be between 1 and the vocabulary size ({model.vocab_size})")
 
 
 class LogitLens(Result):
@@ -63,19 +77,25 @@ class LogitLens(Result):
                           xaxis_title="position", yaxis_title="layer", height=max(400, 22 * len(z)))
         return fig
 
-    def trajectory(self, position: int | None = None):
-        """The target's probability and rank across layers at one position (default: the last)."""
+    def trajectory(self, position: int | None = None, *others: "LogitLens"):
+        """The target's probability (solid) and rank (dotted, log axis) across layers at one position
+        (default: the last), with the same curves of ``others`` (e.g. the tuned lens) overlaid."""
         import plotly.graph_objects as go
         from plotly.subplots import make_subplots
 
         position = int(self.frame["position"].max()) if position is None else position
-        part = self.frame[self.frame["position"] == position].sort_values("layer")
         fig = make_subplots(specs=[[{"secondary_y": True}]])
-        fig.add_trace(go.Scatter(x=part["layer"], y=part["target_prob"], name="target probability"))
-        fig.add_trace(go.Scatter(x=part["layer"], y=part["target_rank"], name="target rank", line=dict(dash="dot")),
-                      secondary_y=True)
-        fig.update_yaxes(type="log", secondary_y=True)
-        fig.update_layout(title=f"target {part['target'].iloc[0]!r} at position {position}", xaxis_title="layer")
+        for result, color in zip((self, *others), ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")):
+            part = result.frame[result.frame["position"] == position].sort_values("layer")
+            name = f"{result.meta.get('lens', 'logit')} lens"
+            fig.add_trace(go.Scatter(x=part["layer"], y=part["target_prob"], name=f"{name}: probability",
+                                     line=dict(color=color)))
+            fig.add_trace(go.Scatter(x=part["layer"], y=part["target_rank"] + 1, name=f"{name}: rank + 1",
+                                     line=dict(color=color, dash="dot")), secondary_y=True)
+        fig.update_yaxes(title_text="target probability", range=[0, 1], secondary_y=False)
+        fig.update_yaxes(title_text="rank + 1", type="log", secondary_y=True)
+        target = self.frame[self.frame["position"] == position]["target"].iloc[0]
+        fig.update_layout(title=f"target {target!r} at position {position}", xaxis_title="layer")
         return fig
 
 
@@ -87,18 +107,15 @@ def logit_lens(
     positions: list[int] | None = None,
     top_k: int = 5,
     rows: int = 256,
+    lens: "TunedLens | None" = None,
 ) -> LogitLens:
-    """Logit lens of ``prompt`` at ``positions`` (default: all) over the embeddings and every block."""
+    """Logit lens of ``prompt`` at ``positions`` (default: all) over the embeddings and every block;
+    with ``lens`` (a ``TunedLens``) each layer's stream passes its translator first."""
     started = time.perf_counter()
-    if not isinstance(top_k, int) or not 1 <= top_k <= model.vocab_size:
-        raise HeadscopeError(f"top_k {top_k!r} must be between 1 and the vocabulary size ({model.vocab_size})")
+    check_top_k(model, top_k)
     tokens = model.tokenize(prompt)
     n = len(tokens)
-    positions = list(range(n)) if positions is None else list(positions)
-    for p in positions:
-        if not isinstance(p, int) or not -n <= p < n:
-            raise HeadscopeError(f"position {p!r} out of range for a prompt of {n} tokens")
-    positions = sorted({p % n for p in positions})
+    positions = sorted({tokens.position(p) for p in (range(n) if positions is None else positions)})
     notes = []
     target_id = None
     if target is not None:
@@ -112,6 +129,9 @@ def logit_lens(
     targets = (torch.full((len(positions),), target_id) if target_id is not None
                else final_logp.argmax(-1).cpu())
     stream = torch.stack([out.cache[h][0, at] for h in hooks])  # [L + 1, P, d]
+    if lens is not None:
+        lens.check(model)
+        stream = torch.stack([lens.transform(layer, h) for layer, h in enumerate(stream)])
     flat = stream.flatten(0, 1)
     cells = [(layer, i) for layer in range(len(hooks)) for i in range(len(positions))]
     records = []
@@ -135,13 +155,22 @@ def logit_lens(
                 "entropy": float(entropy[j]), "kl_to_final": float(kl[j].clamp(min=0)),
             })
     frame = pd.DataFrame(records)
-    ids = sorted({t for r in records for t in r["top_ids"]} | {r["target_id"] for r in records})
-    text = dict(zip(ids, model.tokenizer.batch_decode([[i] for i in ids])))  # decode each token once
+    text = model.token_texts({t for r in records for t in r["top_ids"]} | {r["target_id"] for r in records})
     frame["top_tokens"] = [[text[t] for t in r] for r in frame["top_ids"]]
     frame["target"] = [text[t] for t in frame["target_id"]]
-    meta = {"model": model.spec, "prompt": prompt, "lens": "logit", "target": target,
+    meta = {"model": model.spec, "prompt": prompt, "lens": "logit" if lens is None else "tuned", "target": target,
             "target_token_id": target_id, "target_default": "the model's own top-1 next token per position"
             if target is None else None, "top_k": top_k, "positions": positions, "n_layers": model.n_layers,
             "layers": "0 = embeddings (block 0's input), l = after block l-1", "notes": notes,
             "seconds": round(time.perf_counter() - started, 3)}
     return LogitLens(frame, meta)
+
+
+def tuned_lens(model: Model, prompt: str, lens: "TunedLens | str | None" = None, **kwargs) -> LogitLens:
+    """The logit lens read through a trained ``TunedLens`` (default: this model's lens in the cache,
+    or a path to one); keyword arguments as for ``logit_lens``."""
+    from .tuned_lens import TunedLens, load_tuned_lens
+
+    if not isinstance(lens, TunedLens):
+        lens = load_tuned_lens(model, lens)
+    return logit_lens(model, prompt, lens=lens, **kwargs)

@@ -31,6 +31,29 @@ class Tokens:
         """Token positions whose character span overlaps ``[start, end)``."""
         return [i for i, (a, b) in enumerate(self.spans) if a < end and b > start and b > a]
 
+    def position(self, p: int) -> int:
+        """``p`` as a position from 0 (negative counts from the end), or an error naming it."""
+        n = len(self.ids)
+        if isinstance(p, bool) or not isinstance(p, int) or not -n <= p < n:
+            raise HeadscopeError(f"position {p!r} out of range for a prompt of {n} tokens")
+        return p % n
+
+    def locate(self, text: str, start: int | None = None, role: str = "text") -> list[int]:
+        """Token positions covering ``text`` in the prompt, by character offsets: its last occurrence,
+        or the one starting at character ``start``; ``role`` names it in errors (e.g. subject)."""
+        if not isinstance(text, str) or not text.strip():
+            raise HeadscopeError(f"empty {role}: give its text as it appears in the prompt")
+        if start is None:
+            start = self.text.rfind(text)
+            if start < 0:
+                raise HeadscopeError(f"{role} {text!r} not found in prompt {self.text!r}")
+        elif self.text[start:start + len(text)] != text:
+            raise HeadscopeError(f"{role} {text!r} does not start at character {start} of prompt {self.text!r}")
+        positions = self.positions_of(start, start + len(text))
+        if not positions:
+            raise HeadscopeError(f"{role} {text!r} covers no token of the prompt")
+        return positions
+
 
 @dataclass
 class Batch:
@@ -92,6 +115,22 @@ class Model:
             "dtype": str(self.dtype).removeprefix("torch."),
         }
 
+    def identity(self) -> dict:
+        """What makes two loaded models the same model, whatever spec, device or dtype loaded them:
+        the architecture, sizes, and a fingerprint of the weights (SHA-256 of a strided sample of
+        every parameter, rounded to bfloat16 so float32 and bfloat16 loads of one model agree)."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        with torch.no_grad():
+            for param in self.hf_model.parameters():
+                flat = param.detach().flatten()
+                sample = flat[:: max(1, flat.numel() // 4096)].to("cpu", torch.bfloat16).view(torch.int16)
+                digest.update(str(tuple(param.shape)).encode())
+                digest.update(sample.numpy().tobytes())
+        return {"architecture": self.architecture, "n_layers": self.n_layers, "d_model": self.d_model,
+                "vocab_size": self.vocab_size, "fingerprint": digest.hexdigest()[:32]}
+
     def check_layer(self, layer: int) -> int:
         if not isinstance(layer, int) or not 0 <= layer < self.n_layers:
             raise HeadscopeError(f"layer {layer!r} out of range; this model has layers 0..{self.n_layers - 1}")
@@ -114,6 +153,11 @@ class Model:
             pieces = [self.tokenizer.decode([i]) for i in ids]
             note = f"{role} {text!r} is {len(ids)} tokens {pieces}; using the first, {pieces[0]!r}"
         return int(ids[0]), note
+
+    def token_texts(self, ids) -> dict[int, str]:
+        """Each distinct token id decoded once, as a dict."""
+        ids = sorted({int(i) for i in ids})
+        return dict(zip(ids, self.tokenizer.batch_decode([[i] for i in ids])))
 
     def tokenize(self, text: str) -> Tokens:
         """Token ids of ``text`` (with the tokenizer's special tokens) and each token's character span."""
@@ -141,6 +185,11 @@ class Model:
             ids[row, : len(t)] = torch.tensor(t.ids)
         lengths = torch.tensor([len(t) for t in toks])
         return Batch(ids.to(self.device), lengths.to(self.device), toks)
+
+    def batch_of_ids(self, ids: torch.Tensor) -> Batch:
+        """A batch of equal-length rows of token ids (no padding, no text)."""
+        ids = ids.to(self.device)
+        return Batch(ids, torch.full((ids.shape[0],), ids.shape[1], device=self.device))
 
     def __repr__(self) -> str:
         return (f"<headscope Model {self.spec!r}: {self.architecture}, {self.n_layers} layers x {self.n_heads} heads "

@@ -4,14 +4,13 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from headscope.probes import HeadscopeError, load_model
 from headscope.probes import model_files
-from headscope.probes.model_files import cache_dir, resolve_alias
+from headscope.probes.model_files import resolve_alias
 
 
 def cli(*args, env=None):

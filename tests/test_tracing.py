@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from headscope.circuits.tracing import locate_subject, trace, window_layers
+from headscope.circuits.tracing import trace, window_layers
 from headscope.probes import HeadscopeError, run
 
 NOISE_SUBJECTS = ["The Eiffel Tower", "France", "Barack Obama", "Lionel Messi"]
@@ -55,7 +55,7 @@ def test_batched_trace_equals_plain_loop_random_model(tiny):
     n = len(tiny.tokenize(PROMPT))
     cells = [(k, l, t) for k in ("resid", "mlp", "attn") for l in range(tiny.n_layers) for t in range(n)]
     check_against_loop(tiny, result, cells)
-    assert result.meta["subject_positions"] == locate_subject(tiny.tokenize(PROMPT), SUBJECT)
+    assert result.meta["subject_positions"] == tiny.tokenize(PROMPT).locate(SUBJECT)
 
 
 def test_batched_trace_equals_plain_loop_default_model(smol):
