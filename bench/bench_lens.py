@@ -64,7 +64,7 @@ def main() -> None:
     fwd = median_time(model, lambda: run(model, model.batch_of_ids(torch.zeros(8, seq, dtype=torch.long))))
     per_token_fwd = fwd / (8 * seq)
     print(f"  tuned-lens training, {args.train_tokens} tokens: {train:.1f} s, "
-          f"{train / args.train_tokens * 1000:.1f} ms per token = {train / args.train_tokens / per_token_fwd:.0f}x "
+          f"{train / args.train_tokens * 1e6:.0f} us per token = {train / args.train_tokens / per_token_fwd:.1f}x "
           f"a bare forward per token")
 
 

@@ -133,29 +133,32 @@ def logit_lens(
         lens.check(model)
         stream = torch.stack([lens.transform(layer, h) for layer, h in enumerate(stream)])
     flat = stream.flatten(0, 1)
-    cells = [(layer, i) for layer in range(len(hooks)) for i in range(len(positions))]
-    records = []
+    n_pos = len(positions)
+    column = torch.arange(n_pos, device=model.device).repeat(len(hooks))  # cell -> index into positions
+    targets = targets.to(model.device)
+    parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("top_ids", "top_lp", "tgt", "tgt_lp", "rank", "ent", "kl")}
     for start in range(0, len(flat), rows):
-        logits = decode(model, flat[start:start + rows])
-        logp = torch.log_softmax(logits, -1)
+        logp = torch.log_softmax(decode(model, flat[start:start + rows]), -1)
+        idx = column[start:start + rows]
         top_lp, top_ids = logp.topk(top_k, -1)
-        idx = [cells[c][1] for c in range(start, start + len(logits))]
-        tgt = targets[idx].to(logp.device)
+        tgt = targets[idx]
         tgt_lp = logp.gather(-1, tgt[:, None])[:, 0]
-        rank = (logp > tgt_lp[:, None]).sum(-1)
-        entropy = -(logp.exp() * logp).sum(-1)
         f = final_logp[idx]
-        kl = (f.exp() * (f - logp)).sum(-1)
-        for j in range(len(logits)):
-            layer, i = cells[start + j]
-            records.append({
-                "layer": layer, "position": positions[i], "token": tokens.strings[positions[i]],
-                "top_ids": top_ids[j].tolist(), "top_probs": top_lp[j].exp().tolist(), "target_id": int(tgt[j]),
-                "target_prob": float(tgt_lp[j].exp()), "target_rank": int(rank[j]),
-                "entropy": float(entropy[j]), "kl_to_final": float(kl[j].clamp(min=0)),
-            })
-    frame = pd.DataFrame(records)
-    text = model.token_texts({t for r in records for t in r["top_ids"]} | {r["target_id"] for r in records})
+        for key, value in (("top_ids", top_ids), ("top_lp", top_lp), ("tgt", tgt), ("tgt_lp", tgt_lp),
+                           ("rank", (logp > tgt_lp[:, None]).sum(-1)), ("ent", -(logp.exp() * logp).sum(-1)),
+                           ("kl", (f.exp() * (f - logp)).sum(-1).clamp(min=0))):
+            parts[key].append(value)
+    got = {k: torch.cat(v).cpu() for k, v in parts.items()}  # one transfer, not one per cell
+    frame = pd.DataFrame({
+        "layer": torch.arange(len(hooks)).repeat_interleave(n_pos).numpy(),
+        "position": [positions[i] for i in column.tolist()],
+        "token": [tokens.strings[positions[i]] for i in column.tolist()],
+        "top_ids": got["top_ids"].tolist(), "top_probs": got["top_lp"].exp().tolist(),
+        "target_id": got["tgt"].numpy(), "target_prob": got["tgt_lp"].exp().double().numpy(),
+        "target_rank": got["rank"].numpy(), "entropy": got["ent"].double().numpy(),
+        "kl_to_final": got["kl"].double().numpy(),
+    })
+    text = model.token_texts(got["top_ids"].flatten().tolist() + got["tgt"].tolist())
     frame["top_tokens"] = [[text[t] for t in r] for r in frame["top_ids"]]
     frame["target"] = [text[t] for t in frame["target_id"]]
     meta = {"model": model.spec, "prompt": prompt, "lens": "logit" if lens is None else "tuned", "target": target,

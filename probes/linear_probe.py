@@ -10,7 +10,9 @@ accuracy (R^2 for regression).
 Control task (Hewitt & Liang, "Designing and Interpreting Probes with Control Tasks"): the same
 probe on labels that carry no information beyond what a probe could memorise. ``control="token"``
 (their construction) gives each distinct token at the probed position a random label drawn from
-the label distribution, fixed per token; ``control="shuffle"`` permutes the labels over prompts.
+the label distribution, fixed per token; ``control="shuffle"`` permutes the labels over prompts
+(and stands in for ``token`` when every prompt has the same token there, where per-token labels
+would be one constant).
 Selectivity is accuracy minus control accuracy: high accuracy with high selectivity means the
 label is decodable and not just memorisable from the token's identity.
 """
@@ -105,7 +107,13 @@ def linear_probe(
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(n, generator=generator)
     test, train = order[:n_test], order[n_test:]
-    y_control = _control_labels(control, y_all, list(acts.frame["token"]), train, generator)
+    notes = []
+    tokens = list(acts.frame["token"])
+    if control == "token" and len(set(tokens)) < 2:
+        control = "shuffle"  # one token type: per-type labels would be one constant label, trivially decoded
+        notes.append(f"every prompt has the token {tokens[0]!r} at the probed position; the control task "
+                     "shuffles the labels instead of assigning them per token")
+    y_control = _control_labels(control, y_all, tokens, train, generator)
     rows = []
     for layer, hook in enumerate(acts.meta["hooks"]):
         x = acts[hook].float()
@@ -119,7 +127,7 @@ def linear_probe(
     meta = {"model": model.spec, "label": label, "task": task, "position": position, "control": control,
             "classes": classes, "n_prompts": n, "n_test": n_test, "test_fraction": test_fraction, "l2": l2,
             "seed": seed, "layers": "0 = embeddings, l = after block l-1",
-            "chance": "held-out rate of the training set's majority class (0 for R^2)",
+            "chance": "held-out rate of the training set's majority class (0 for R^2)", "notes": notes,
             "seconds": round(time.perf_counter() - started, 3)}
     return LinearProbe(frame, meta)
 

@@ -98,6 +98,7 @@ class Model:
         self.architecture: str = type(hf_model).__name__
         self.layers = _layer_list(hf_model, bridge)
         self.sdpa_hooks: frozenset[str] = frozenset()  # filled by engine.probe_sdpa_hooks at load
+        self._identity: dict | None = None  # the weights are frozen: computed once
 
     # -- structure -------------------------------------------------------------------------
     def info(self) -> dict:
@@ -121,6 +122,8 @@ class Model:
         every parameter, rounded to bfloat16 so float32 and bfloat16 loads of one model agree)."""
         import hashlib
 
+        if self._identity is not None:
+            return dict(self._identity)
         digest = hashlib.sha256()
         with torch.no_grad():
             for param in self.hf_model.parameters():
@@ -128,8 +131,9 @@ class Model:
                 sample = flat[:: max(1, flat.numel() // 4096)].to("cpu", torch.bfloat16).view(torch.int16)
                 digest.update(str(tuple(param.shape)).encode())
                 digest.update(sample.numpy().tobytes())
-        return {"architecture": self.architecture, "n_layers": self.n_layers, "d_model": self.d_model,
-                "vocab_size": self.vocab_size, "fingerprint": digest.hexdigest()[:32]}
+        self._identity = {"architecture": self.architecture, "n_layers": self.n_layers, "d_model": self.d_model,
+                          "vocab_size": self.vocab_size, "fingerprint": digest.hexdigest()[:32]}
+        return dict(self._identity)
 
     def check_layer(self, layer: int) -> int:
         if not isinstance(layer, int) or not 0 <= layer < self.n_layers:

@@ -45,6 +45,13 @@ def test_token_control_task_is_as_easy_as_token_identity(tiny_llama):
     assert layer0["accuracy"] == 1.0 and layer0["control_accuracy"] == 1.0 and layer0["selectivity"] == 0.0
 
 
+def test_token_control_with_one_token_type_shuffles(tiny_llama):
+    same_end = [{**r, "prompt": r["prompt"] + " is"} for r in records()]
+    result = linear_probe(tiny_llama, same_end, "word", progress=False)
+    assert result.meta["control"] == "shuffle" and "shuffles" in result.meta["notes"][0]
+    assert result.frame["control_accuracy"].max() < 0.5  # not the trivial 1.0 of a constant label
+
+
 def test_regression_and_position(tiny_llama, tmp_path):
     result = linear_probe(tiny_llama, records(), "index", progress=False)
     assert result.meta["task"] == "regress" and (result.frame["metric"] == "r2").all()
