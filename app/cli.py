@@ -89,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "(default: the shipped passages)")
     lt.add_argument("--eval-tokens", type=int, default=2**12, help="held-out tokens to compare the lenses on")
     lt.add_argument("--out", default=None, help="lens file (default: the cache, where --lens tuned finds it)")
+    ap = sub.add_parser("app", help="start the dashboard (binds to 127.0.0.1 unless --host says otherwise)")
+    ap.add_argument("--model", default="default", help="model to load at start (the page can load others)")
+    ap.add_argument("--runs", default="runs", help="directory of saved results to browse")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=8050)
+    ap.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    ap.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
     pr = sub.add_parser("probe", help="linear probes for a label at every layer, with a control task")
     _common(pr)
     pr.add_argument("--prompts", required=True, help="JSONL records with 'prompt' and the label field")
@@ -254,8 +261,16 @@ def cmd_probe(args) -> None:
           f"{best['control_accuracy']:.3f}, selectivity {best['selectivity']:.3f} -> {args.out}")
 
 
+def cmd_app(args) -> None:
+    from headscope.app.dashboard import serve
+    from headscope.probes.loading import resolve_device, resolve_dtype
+
+    resolve_device(args.device), resolve_dtype(args.dtype)  # a bad value stops here, before the server starts
+    serve(args.model, args.runs, host=args.host, port=args.port, device=args.device, dtype=args.dtype)
+
+
 COMMANDS = {"info": cmd_info, "capture": cmd_capture, "trace": cmd_trace, "patch": cmd_patch, "heads": cmd_heads,
-            "lens": cmd_lens, "lens-train": cmd_lens_train, "probe": cmd_probe}
+            "lens": cmd_lens, "lens-train": cmd_lens_train, "probe": cmd_probe, "app": cmd_app}
 
 
 def main(argv: list[str] | None = None) -> int:

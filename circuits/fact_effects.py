@@ -24,6 +24,7 @@ import pandas as pd
 
 from headscope.probes import HeadscopeError, Model, Result, read_records, run
 from headscope.probes.engine import auto_batch_size, chunks
+from headscope.probes.progress import tracked
 
 from .stats import mean_interval
 from .tracing import KINDS, default_window, noise_scale, trace
@@ -111,8 +112,6 @@ def average_indirect_effects(
     progress: bool = True,
 ) -> AverageTrace:
     """Trace every known fact (or a seeded sample of ``max_facts``) and average the indirect effects by bucket."""
-    from tqdm.auto import tqdm
-
     window = default_window(model) if window is None else window
     started = time.perf_counter()
     if not isinstance(facts, list):
@@ -129,7 +128,7 @@ def average_indirect_effects(
         used = [f for i, f in enumerate(known) if i in picked]
     values: dict[tuple[str, str, int], list[float]] = {}
     highs, lows = [], []
-    for fact in tqdm(used, desc="facts", unit="fact", disable=not progress):
+    for fact in tracked(used, desc="facts", unit="fact", disable=not progress):
         result = trace(model, fact["prompt"], fact["subject"], fact["target"], kinds=kinds, samples=samples,
                        noise=scale, window=window, seed=seed, batch_size=batch_size, progress=False)
         highs.append(result.meta["high_score"])

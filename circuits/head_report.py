@@ -32,6 +32,7 @@ import pandas as pd
 
 from headscope.probes import HeadscopeError, Model, load_model
 from headscope.probes.atomic import new_staging, replace_dir
+from headscope.probes.progress import tracked
 from headscope.probes.result import library_versions
 
 from .ablation import LOWER_IS_BETTER, METRICS, MODES, HeadAblation, prepare, single_heads
@@ -59,8 +60,6 @@ def head_report(
     progress: bool = True,
 ) -> Path:
     """Run the head analyses for every model x prompt set and write the report (module docstring)."""
-    from tqdm.auto import tqdm
-
     started = time.perf_counter()
     out = Path(out)
     if mode not in MODES:
@@ -105,7 +104,7 @@ def head_report(
             if not partial.exists():  # only now: a run that fails in its checks leaves nothing behind
                 partial.mkdir(parents=True)
                 (partial / "params.json").write_text(json.dumps(params))
-            for ci in tqdm(starts, desc=f"{model.spec} / {ps.name}", unit="chunk", disable=not progress):
+            for ci in tracked(starts, desc=f"{model.spec} / {ps.name}", unit="chunk", disable=not progress):
                 frames.append(_chunk(setup, partial / f"m{mi}-s{si}-c{ci // chunk_size}.parquet",
                                      list(range(ci, min(ci + chunk_size, len(ps)))), batch_size))
             ablation = HeadAblation(pd.concat(frames, ignore_index=True),

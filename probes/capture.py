@@ -25,6 +25,7 @@ from .model import Model
 from .prompts import read_prompts
 from .atomic import new_staging, replace_dir
 from .result import Result, write_meta
+from .progress import tracked
 
 PATTERN_HOOKS = ("hook_pattern", "hook_attn_scores")
 
@@ -112,8 +113,6 @@ def capture(
 ) -> Activations:
     """Capture activations; ``positions`` is ``"last"``, ``"all"`` or a token span ``(start, end)``;
     ``device`` is where the captured tensors are kept: ``"cpu"`` or ``"model"`` (e.g. stay on the GPU)."""
-    from tqdm.auto import tqdm
-
     if isinstance(prompts, (str, Path)):
         prompts = read_prompts(prompts)
     prompts = list(prompts)
@@ -140,7 +139,7 @@ def capture(
     writer = _ShardWriter(Path(out), shard_rows) if out is not None else None
     frames, kept = [], {n: [] for n in names}
     try:
-        for sl in tqdm(list(chunks(len(toks), batch_size)), desc="capture", unit="batch", disable=not progress):
+        for sl in tracked(list(chunks(len(toks), batch_size)), desc="capture", unit="batch", disable=not progress):
             batch = model.batch(toks[sl])
             rows, pos = _row_positions(batch, positions)
             if len(rows) == 0:

@@ -93,7 +93,7 @@ class LogitLens(Result):
             fig.add_trace(go.Scatter(x=part["layer"], y=part["target_rank"] + 1, name=f"{name}: rank + 1",
                                      line=dict(color=color, dash="dot")), secondary_y=True)
         fig.update_yaxes(title_text="target probability", range=[0, 1], secondary_y=False)
-        fig.update_yaxes(title_text="rank + 1", type="log", secondary_y=True)
+        fig.update_yaxes(title_text="rank + 1", type="log", exponentformat="power", secondary_y=True)
         target = self.frame[self.frame["position"] == position]["target"].iloc[0]
         fig.update_layout(title=f"target {target!r} at position {position}", xaxis_title="layer")
         return fig

@@ -30,6 +30,7 @@ import torch
 from .errors import HeadscopeError
 from .engine import Edit, RunOutput, auto_batch_size, choose_attention, prefix_cache, run
 from .model import Batch, Model, Tokens
+from .progress import tracked
 
 _LAYER = re.compile(r"^blocks\.(\d+)\.")
 
@@ -84,8 +85,6 @@ def sweep(
     shared one). ``score`` maps logits ``[k, n_base, vocab]`` of the last position (with
     ``all_positions``, ``[k, n_base, pos - t, vocab]`` of positions ``t..``) to ``[k, n_base, ...]``.
     """
-    from tqdm.auto import tqdm
-
     n_base, n = len(prompts), len(prompts[0])
     first_pos = [min(0 if p.position is None else p.position for p in v) for v in variants]
     if choose_attention(model, {p.hook for v in variants for p in v}) == "eager":
@@ -109,7 +108,7 @@ def sweep(
     out = None
     ids = torch.tensor([p.ids for p in prompts], device=model.device)
     base_rows = torch.arange(n_base)
-    for group in tqdm(groups, desc=desc, unit="batch", disable=not progress):
+    for group in tracked(groups, desc=desc, unit="batch", disable=not progress):
         t, start = first_pos[group[0]], min(first_layer[i] for i in group)
         k = len(group)
         rows_base = base_rows.repeat(k)

@@ -40,6 +40,7 @@ from .errors import HeadscopeError
 from .model import Model
 from .model_files import cache_dir
 from .result import Result, library_versions
+from .progress import tracked
 
 
 class TunedLens:
@@ -134,8 +135,6 @@ def train_tuned_lens(
     progress: bool = True,
 ) -> TunedLens:
     """Train a tuned lens on ``text`` (default: the shipped passages' training split); module docstring."""
-    from tqdm.auto import tqdm
-
     for name, value, low in (("tokens", tokens, 1), ("steps", steps, 1), ("micro_batch", micro_batch, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise HeadscopeError(f"{name} {value!r} must be a positive integer")
@@ -163,7 +162,7 @@ def train_tuned_lens(
     order = torch.randperm(pool.shape[1], generator=generator)
     cursor = 0
     history = []
-    for _ in tqdm(range(steps), desc="tuned lens", unit="step", disable=not progress):
+    for _ in tracked(range(steps), desc="tuned lens", unit="step", disable=not progress):
         if cursor + per_step > len(order):
             order, cursor = torch.randperm(pool.shape[1], generator=generator), 0
         picked = order[cursor:cursor + per_step].to(pool.device)
@@ -219,13 +218,11 @@ class _CrossEntropyToFinal(torch.autograd.Function):
 def residual_pool(model: Model, ids: torch.Tensor, progress: bool = False) -> torch.Tensor:
     """Every layer's residual stream (embeddings, after each block) at every position of ``ids``:
     ``[n_layers + 1, n_seq * seq_len, d_model]`` on the model's device."""
-    from tqdm.auto import tqdm
-
     hooks = ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.hook_resid_post" for l in range(model.n_layers)]
     n_seq, seq_len = ids.shape
     pool = torch.empty(len(hooks), n_seq * seq_len, model.d_model, device=model.device, dtype=model.dtype)
     size = auto_batch_size(model, seq_len)
-    for sl in tqdm(list(chunks(n_seq, size)), desc="residual stream", unit="batch", disable=not progress):
+    for sl in tracked(list(chunks(n_seq, size)), desc="residual stream", unit="batch", disable=not progress):
         batch = model.batch_of_ids(ids[sl])
         cache = run(model, batch, cache=hooks).cache
         for i, hook in enumerate(hooks):

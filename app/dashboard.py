@@ -1,0 +1,196 @@
+"""The headscope dashboard: one model, a prompt, and linked views of what the model does with it.
+
+``create_app`` builds the Dash app around a ``ModelSession`` (the one loaded model) and a runs
+directory (saved results to browse). The page keeps its view state (model, prompt, layer, head,
+tab, destination token) in one store mirrored in the URL (``state``): every control writes it
+through one callback, and every view renders from it, so a selection in one view (a head clicked in
+the attention grid or the head map, a token clicked in the strip or the pattern) drives the others.
+Views compute only when their tab is open, and report a user's mistake as a message in the page.
+Long analyses run as background callbacks (``jobs.ThreadManager``) with a progress bar and a
+cancel button.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import dash
+from dash import ALL, Dash, Input, Output, State, ctx, dcc, html
+
+from headscope.probes.model_files import alias_names
+from headscope.probes.random_models import CONFIGS
+
+from . import state
+from .session import ModelSession
+from .views import attention, heads, lens, runs, trace
+from .widgets import guarded
+
+VIEWS = (attention, lens, trace, heads, runs)
+PRECEDENCE = ("url", "prompt-run", "model-load", "model-spec", "tabs", "attn-grid", "heads-map", "attn-pattern",
+              "layer-select", "head-select")
+
+
+def create_app(session: ModelSession, runs_dir: str | Path, default_model: str = "default") -> Dash:
+    import diskcache
+
+    from .jobs import ThreadManager
+
+    runs_root = Path(runs_dir).expanduser().resolve()
+    manager = ThreadManager(diskcache.Cache(tempfile.mkdtemp(prefix="headscope-jobs-")))
+    app = Dash(__name__, title="headscope", background_callback_manager=manager,
+               suppress_callback_exceptions=True, assets_folder=str(Path(__file__).with_name("assets")))
+    app.layout = _layout(default_model)
+    _register_core(app, session, default_model)
+
+    @app.server.route("/status")
+    def status():  # the loaded model and loading state, for scripts and tests
+        return {k: v for k, v in session.status().items() if k != "started"}
+    for view in VIEWS:
+        view.register(app, session, runs_root)
+    return app
+
+
+def _layout(default_model: str) -> html.Div:
+    options = alias_names() + [f"random:{name}" for name in CONFIGS]
+    return html.Div(className="page", children=[
+        dcc.Location(id="url", refresh=False),
+        dcc.Store(id="view", data=state.default_view(default_model)),
+        dcc.Store(id="model-store"),
+        dcc.Interval(id="model-poll", interval=400),
+        html.Header(className="bar", children=[
+            html.H1("headscope"),
+            dcc.Input(id="model-spec", type="text", list="model-options", value=default_model, debounce=True,
+                      placeholder="model: alias, random:<arch>, .gguf, directory or hub name",
+                      style={"width": "320px"}),
+            html.Datalist(id="model-options", children=[html.Option(value=o) for o in options]),
+            html.Button("Load model", id="model-load"),
+            html.Span(id="model-status", className="status"),
+            html.Progress(id="model-progress", style={"display": "none"}),
+        ]),
+        html.Section(className="prompt", children=[
+            dcc.Textarea(id="prompt", value=state.DEFAULT_PROMPT, rows=3),
+            html.Button("Run", id="prompt-run", className="primary"),
+            html.Div(id="prompt-error"),
+            html.Div(id="tokens", className="tokens"),
+        ]),
+        dcc.Tabs(id="tabs", value="attention", children=[
+            dcc.Tab(label=view.LABEL, value=view.TAB, children=view.layout()) for view in VIEWS]),
+    ])
+
+
+def _register_core(app: Dash, session: ModelSession, default_model: str) -> None:
+    @app.callback(
+        Output("url", "search"), Output("view", "data"), Output("prompt", "value"), Output("tabs", "value"),
+        Output("model-spec", "value"), Output("layer-select", "value"), Output("head-select", "value"),
+        Input("url", "search"), Input("prompt-run", "n_clicks"), Input("tabs", "value"),
+        Input("model-load", "n_clicks"), Input("model-spec", "n_submit"), Input("attn-grid", "clickData"),
+        Input("heads-map", "clickData"), Input("layer-select", "value"), Input("head-select", "value"),
+        Input("attn-pattern", "clickData"), Input({"type": "token", "index": ALL}, "n_clicks"),
+        State("prompt", "value"), State("model-spec", "value"), State("view", "data"),
+    )
+    def sync(search, _run, tab, _load, _submit, grid_click, map_click, layer, head, pattern_click, token_clicks,
+             prompt, spec, view):
+        fired = {key.rsplit(".", 1)[0] for key in ctx.triggered_prop_ids}
+        # several inputs can fire together (a re-drawn token strip re-fires its pattern inputs): take
+        # the most deliberate one
+        trigger = next((t for t in PRECEDENCE if t in fired), ctx.triggered_id if fired else None)
+        before = view
+        view = dict(view or state.default_view(default_model))
+        if trigger is None or trigger == "url":
+            view = state.parse(search, view)
+        elif trigger == "prompt-run":
+            view.update(prompt=prompt or "", dest=None)
+        elif trigger == "tabs":
+            view["tab"] = tab
+        elif trigger in ("model-load", "model-spec"):
+            view["model"] = (spec or "").strip() or default_model
+        elif trigger in ("attn-grid", "heads-map"):
+            # both figures put head h at x in [h, h + 1) (named "H{h}" on the head map) and layer l at y
+            # in [l, l + 1): Dash's click data carries x and y, not the heatmap's customdata
+            point = ((grid_click if trigger == "attn-grid" else map_click) or {}).get("points", [{}])[0]
+            if "x" in point and "y" in point:
+                view.update(layer=int(float(point["y"])), head=int(float(str(point["x"]).lstrip("H"))))
+        elif trigger == "layer-select" and layer is not None:
+            view["layer"] = int(layer)
+        elif trigger == "head-select" and head is not None:
+            view["head"] = int(head)
+        elif trigger == "attn-pattern":
+            label = (pattern_click or {}).get("points", [{}])[0].get("y", "")
+            if str(label).split(":")[0].isdigit():
+                view["dest"] = int(str(label).split(":")[0])
+        elif isinstance(trigger, dict):
+            clicked = [t["prop_id"] for t in ctx.triggered if t["prop_id"].startswith("{") and t.get("value")]
+            if clicked:
+                view["dest"] = int(json.loads(clicked[0].rsplit(".", 1)[0])["index"])
+        session.load(view["model"])
+        # controls take the view's values only when the view came from elsewhere (the URL, a click on a
+        # figure): echoing a control's own value back would undo what the user is typing
+        from_url = trigger in (None, "url")
+        picked = from_url or trigger in ("attn-grid", "heads-map")
+        keep = dash.no_update
+        return (state.encode(view) if state.encode(view) != search else keep, view if view != before else keep,
+                view["prompt"] if from_url else keep, view["tab"] if from_url else keep,
+                view["model"] if from_url else keep, view["layer"] if picked else keep,
+                view["head"] if picked else keep)
+
+    @app.callback(Output("model-store", "data"), Output("model-status", "children"),
+                  Output("model-progress", "style"), Input("model-poll", "n_intervals"), State("model-store", "data"))
+    def poll(_, known):
+        status = session.status()
+        summary = {k: status[k] for k in ("spec", "state", "error", "version", "loaded", "info")}
+        if status["state"] == "loading":
+            text = f"loading {status['spec']} ... {status['elapsed']:.0f} s"
+        elif status["state"] == "error":
+            text = f"could not load {status['spec']!r}: {status['error']}" + (
+                f" (still using {status['loaded']})" if status["loaded"] else "")
+        elif status["info"]:
+            info = status["info"]
+            text = (f"{info['model']}: {info['architecture']}, {info['n_layers']} layers x {info['n_heads']} heads, "
+                    f"{info['device']}")
+        else:
+            text = "no model"
+        bar = {"display": "inline-block"} if status["state"] == "loading" else {"display": "none"}
+        store = dash.no_update if summary == known else summary  # views re-render only on a change
+        return store, text, bar
+
+    @app.callback(Output("layer-select", "options"), Output("head-select", "options"),
+                  Output("layer-select", "value", allow_duplicate=True), Output("head-select", "value",
+                  allow_duplicate=True), Input("model-store", "data"), State("view", "data"),
+                  prevent_initial_call="initial_duplicate")
+    def structure(store, view):
+        """The model's layers and heads as choices, with the view's selection (a choice set before its
+        options arrive would be dropped)."""
+        info = (store or {}).get("info")
+        if not info:
+            return [], [], dash.no_update, dash.no_update
+        return ([{"label": f"L{l}", "value": l} for l in range(info["n_layers"])],
+                [{"label": f"H{h}", "value": h} for h in range(info["n_heads"])],
+                (view or {}).get("layer", 0), (view or {}).get("head", 0))
+
+    @app.callback(Output("tokens", "children"), Output("prompt-error", "children"),
+                  Input("view", "data"), Input("model-store", "data"))
+    @guarded(outputs=2, error_at=1)
+    def token_strip(view, store):
+        if not (store or {}).get("loaded"):
+            return [], ""
+        toks = session.memo(("tokens", view["prompt"]), lambda model: model.tokenize(view["prompt"]))
+        spans = [html.Span(text if text.strip() else repr(text)[1:-1] or "\u2423", id={"type": "token", "index": i},
+                           title=f"position {i}, id {tid}",
+                           className="token selected" if view.get("dest") == i else "token")
+                 for i, (text, tid) in enumerate(zip(toks.strings, toks.ids))]
+        return [html.Span(f"{len(toks)} tokens: ", className="muted")] + spans, ""
+
+
+def serve(spec: str = "default", runs_dir: str = "runs", host: str = "127.0.0.1", port: int = 8050,
+          device: str = "auto", dtype: str = "float32", debug: bool = False) -> None:
+    """Start the dashboard (``headscope app``); the model loads in the background while the page opens."""
+    session = ModelSession(device=device, dtype=dtype)
+    session.load(spec)
+    Path(runs_dir).mkdir(parents=True, exist_ok=True)
+    app = create_app(session, runs_dir, default_model=spec)
+    print(f"headscope dashboard on http://{host}:{port}/ (model {spec}, runs in {Path(runs_dir).resolve()})",
+          flush=True)
+    app.run(host=host, port=port, debug=debug, use_reloader=False)
+

@@ -1,0 +1,86 @@
+"""The dashboard's one model: loaded in the background, used by one view at a time.
+
+Every view and background job of the app goes through ``ModelSession.use()``, a lock around the one
+loaded model, so two tabs (or a trace and a lens) never interleave hooks on it. ``load(spec)``
+starts a loading thread and returns at once; ``status()`` says where loading stands, for the page
+to poll. A failed load keeps the previous model and reports the error. Results of cheap views are
+memoised per (model, arguments), so switching tabs does not recompute them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections import OrderedDict
+from typing import Any, Callable, Iterator
+
+from headscope.probes import HeadscopeError, Model, load_model
+
+
+class ModelSession:
+    def __init__(self, device: str = "auto", dtype: str = "float32", cache_size: int = 64):
+        self.device, self.dtype = device, dtype
+        self.model: Model | None = None
+        self.lock = threading.RLock()
+        self._state = {"spec": None, "state": "empty", "error": None, "started": None, "version": 0}
+        self._state_lock = threading.Lock()
+        self._memo: OrderedDict[tuple, Any] = OrderedDict()
+        self._cache_size = cache_size
+
+    def status(self) -> dict:
+        with self._state_lock:
+            state = dict(self._state)
+        state["loaded"] = None if self.model is None else self.model.spec
+        state["info"] = None if self.model is None else self.model.info()
+        if state["state"] == "loading":
+            state["elapsed"] = round(time.time() - state["started"], 1)
+        return state
+
+    def load(self, spec: str, wait: bool = False) -> None:
+        """Start loading ``spec`` (nothing happens if it is loaded or loading already)."""
+        with self._state_lock:
+            if self._state["state"] == "loading" or (self.model is not None and self.model.spec == spec):
+                thread = None
+            else:
+                self._state.update(spec=spec, state="loading", error=None, started=time.time())
+                thread = threading.Thread(target=self._load, args=(spec,), daemon=True)
+        if thread is not None:
+            thread.start()
+            if wait:
+                thread.join()
+
+    def _load(self, spec: str) -> None:
+        try:
+            model = load_model(spec, device=self.device, dtype=self.dtype)
+        except Exception as err:  # a bad spec or file: reported in the page, the old model stays
+            message = str(err) if isinstance(err, HeadscopeError) else f"{type(err).__name__}: {err}"
+            with self._state_lock:
+                self._state.update(state="error", error=message.splitlines()[0] if message else type(err).__name__)
+            return
+        with self.lock:
+            self.model = model
+            self._memo.clear()
+        with self._state_lock:
+            self._state.update(state="ready", version=self._state["version"] + 1)
+
+    @contextlib.contextmanager
+    def use(self) -> Iterator[Model]:
+        """The loaded model, held for the block."""
+        with self.lock:
+            if self.model is None:
+                raise HeadscopeError("no model is loaded yet")
+            yield self.model
+
+    def memo(self, key: tuple, compute: Callable[[Model], Any]) -> Any:
+        """``compute(model)`` under the lock, remembered for (loaded model, ``key``)."""
+        with self.use() as model:
+            full = (model.spec,) + key
+            if full in self._memo:
+                self._memo.move_to_end(full)
+                return self._memo[full]
+            value = compute(model)
+            self._memo[full] = value
+            if len(self._memo) > self._cache_size:
+                self._memo.popitem(last=False)
+            return value

@@ -1,0 +1,181 @@
+"""Heads view: a layer x head map of any head score; click a head to see its pattern on the prompt,
+its direct effect on the target, and the target's log-probability with that head ablated.
+
+Scores: the detectors (induction, previous-token, duplicate-token; on repeated random tokens), the
+ablation effect and gradient importance of every head on the current prompt (computed in the
+background), and any per-head column of a head report saved under the runs directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from dash import Input, Output, State, dcc, html
+from dash.exceptions import PreventUpdate
+
+from headscope.circuits.ablation import head_ablation, prepare
+from headscope.circuits.head_detectors import DETECTORS, detector_scores
+from headscope.circuits.importance import gradient_importance
+from headscope.probes import HeadscopeError
+from headscope.probes.attention import attention_pattern
+from headscope.probes.components import component_attribution
+
+from ..jobs import job_progress
+from ..widgets import guarded, job_controls, job_options, needs_model, target_input
+from .runs import find_runs
+
+TAB, LABEL = "heads", "Heads"
+LIVE = {"ablation": "ablation effect on this prompt (zero, log-prob)",
+        "gradient": "gradient importance on this prompt (Michel et al.)"}
+
+
+def layout():
+    return html.Div(className="view", children=[
+        html.Div(className="controls", children=[
+            html.Label(["score ", dcc.Dropdown(id="heads-score", value="induction", clearable=False,
+                                               className="wide")]),
+            target_input("heads-target"),
+            *job_controls("heads", "Compute on this prompt"),
+        ]),
+        html.Div(id="heads-error"),
+        dcc.Store(id="heads-live"),
+        html.Div(className="row", children=[
+            dcc.Loading(dcc.Graph(id="heads-map"), className="col-half"),
+            html.Div(className="col-half", children=[
+                html.Div(id="heads-detail"),
+                dcc.Loading(dcc.Graph(id="heads-pattern")),
+            ]),
+        ]),
+    ])
+
+
+def register(app, session, runs_root: Path) -> None:
+    @app.callback(Output("heads-score", "options"), Input("model-store", "data"), Input("heads-live", "data"),
+                  Input("tabs", "value"))
+    def options(store, live, _tab):
+        opts = [{"label": f"detector: {name}", "value": name} for name in DETECTORS]
+        opts += [{"label": label, "value": key, "disabled": not (live or {}).get(key)} for key, label in LIVE.items()]
+        for run, column in _report_columns(runs_root):
+            opts.append({"label": f"run {run}: {column}", "value": f"run:{run}:{column}"})
+        return opts
+
+    @app.callback(
+        Output("heads-live", "data"), Output("heads-error", "children"),
+        Input("heads-run", "n_clicks"), State("view", "data"), State("heads-target", "value"), **job_options("heads"))
+    def compute_live(set_progress, _clicks, view, target):
+        return _live(set_progress, view, target)
+
+    @guarded(outputs=2, error_at=1)
+    def _live(set_progress, view, target):
+        with job_progress(set_progress), session.use() as model:
+            record = _record(model, view["prompt"], target)
+            ablation = head_ablation(model, [record], metric="logprob").summary()
+            grad = gradient_importance(prepare(model, [record], metric="logprob")).frame
+        return {"prompt": view["prompt"], "target": record["target"],
+                "ablation": ablation[["layer", "head", "effect"]].rename(columns={"effect": "score"}).to_dict("list"),
+                "gradient": grad[["layer", "head", "importance"]].rename(columns={"importance": "score"})
+                .to_dict("list")}, ""
+
+    @app.callback(Output("heads-map", "figure"), Output("heads-error", "children", allow_duplicate=True),
+                  Input("heads-score", "value"), Input("view", "data"), Input("model-store", "data"),
+                  Input("heads-live", "data"), prevent_initial_call="initial_duplicate")
+    @guarded(outputs=2, error_at=1)
+    def head_map(score, view, store, live):
+        needs_model(store)
+        if view["tab"] != TAB:
+            raise PreventUpdate
+        if score in DETECTORS:
+            scores = session.memo(("detectors",), detector_scores)
+            frame = scores[["layer", "head", score]].rename(columns={score: "score"})
+            title = f"{score} score (TransformerLens head detector, repeated random tokens)"
+        else:
+            frame, title = _scores(score, live, runs_root)
+        return _map(frame, title, view["layer"], view["head"]), ""
+
+    @app.callback(Output("heads-detail", "children"), Output("heads-pattern", "figure"),
+                  Input("view", "data"), Input("model-store", "data"), State("heads-target", "value"))
+    @guarded(outputs=2, error_at=0)
+    def detail(view, store, target):
+        needs_model(store)
+        if view["tab"] != TAB:
+            raise PreventUpdate
+        layer, head, prompt = view["layer"], view["head"], view["prompt"]
+
+        def compute(model):
+            record = _record(model, prompt, target)
+            comp = component_attribution(model, prompt, target=record["target"]).frame
+            dla = float(comp[(comp["kind"] == "head") & (comp["layer"] == layer) & (comp["head"] == head)]["dla"].iloc[0])
+            one = head_ablation(model, [record], metric="logprob", heads=[(layer, head)], progress=False).frame.iloc[0]
+            return record["target"], dla, float(one["clean"]), float(one["ablated"])
+
+        target_token, dla, clean, ablated = session.memo(("head-detail", prompt, target, layer, head), compute)
+        pattern = session.memo(("pattern", prompt, layer, (head,), None),
+                               lambda model: attention_pattern(model, prompt, layer, head))
+        text = html.Ul([
+            html.Li(f"L{layer}H{head} on the prompt's last token, target {target_token!r}"),
+            html.Li(f"direct logit attribution: {dla:+.3f}"),
+            html.Li(f"log p(target): {clean:.3f} clean, {ablated:.3f} with the head zero-ablated "
+                    f"({ablated - clean:+.3f})"),
+        ])
+        return text, pattern.plot()
+
+
+def _record(model, prompt: str, target: str | None) -> dict:
+    """The prompt as a one-record prompt set; the target defaults to the model's top next token."""
+    if not target:
+        from headscope.probes import run
+
+        batch = model.batch([prompt])
+        top = int(run(model, batch, logits_at=batch.last).logits[0].argmax())
+        target = model.tokenizer.decode([top])
+    return {"prompt": prompt, "target": target}
+
+
+def _report_columns(runs_root: Path) -> list[tuple[str, str]]:
+    """(run, column) for every numeric per-head column of the head reports under the runs directory."""
+    out = []
+    for run in find_runs(runs_root):
+        table = runs_root / run / "heads.parquet"
+        if table.is_file():
+            try:
+                columns = pd.read_parquet(table).select_dtypes("number").columns
+            except (OSError, ValueError):
+                continue
+            out += [(run, c) for c in columns if c not in ("layer", "head", "n_prompts")]
+    return out
+
+
+def _scores(score: str, live: dict | None, runs_root: Path) -> tuple[pd.DataFrame, str]:
+    """The per-head frame (layer, head, score) and title of a computed or saved score."""
+    if score in LIVE:
+        if not (live or {}).get(score):
+            raise HeadscopeError("press 'Compute on this prompt' first")
+        return pd.DataFrame(live[score]), f"{LIVE[score]}, target {live['target']!r}"
+    if score and score.startswith("run:"):
+        _, run, column = score.split(":", 2)
+        if run not in find_runs(runs_root):
+            raise HeadscopeError(f"run {run!r} is not under the runs directory")
+        frame = pd.read_parquet(runs_root / run / "heads.parquet")
+        if column not in frame.columns:
+            raise HeadscopeError(f"run {run!r} has no column {column!r}")
+        if "model" in frame.columns and frame["model"].nunique() > 1:
+            frame = frame[frame["model"] == frame["model"].iloc[0]]
+        frame = frame.groupby(["layer", "head"], as_index=False)[column].mean().rename(columns={column: "score"})
+        return frame, f"{column} from run {run}"
+    raise HeadscopeError(f"unknown score {score!r}")
+
+
+def _map(frame: pd.DataFrame, title: str, layer: int, head: int):
+    import plotly.graph_objects as go
+
+    grid = frame.pivot(index="layer", columns="head", values="score")
+    custom = [[[l, h] for h in grid.columns] for l in grid.index]
+    signed = bool((grid.values < 0).any())
+    fig = go.Figure(go.Heatmap(z=grid.values, x=[f"H{h}" for h in grid.columns], y=list(grid.index),
+                               customdata=custom, colorscale="RdBu" if signed else "Blues", zmid=0 if signed else None,
+                               hovertemplate="L%{customdata[0]}H%{customdata[1]}: %{z:.4f}<extra></extra>"))
+    fig.add_scatter(x=[f"H{head}"], y=[layer], mode="markers", hoverinfo="skip", showlegend=False,
+                    marker=dict(symbol="square-open", size=14, color="black", line=dict(width=2)))
+    fig.update_layout(title=title, yaxis=dict(title="layer", range=[len(grid) - 0.5, -0.5], dtick=1), height=520)
+    return fig

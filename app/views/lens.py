@@ -1,0 +1,71 @@
+"""Lens view: the logit lens grid (or the tuned lens, when this model has one) and the target's
+trajectory across layers, both lenses overlaid where a tuned lens exists."""
+
+from __future__ import annotations
+
+from dash import Input, Output, dcc, html
+from dash.exceptions import PreventUpdate
+
+from headscope.probes.lens import logit_lens
+from headscope.probes.tuned_lens import default_path, load_tuned_lens
+
+from ..widgets import guarded, needs_model, target_input
+
+TAB, LABEL = "lens", "Lens"
+WINDOW = 16  # positions shown: the chosen destination and those before it
+
+
+def layout():
+    return html.Div(className="view", children=[
+        html.Div(className="controls", children=[
+            target_input("lens-target"),
+            dcc.RadioItems(id="lens-kind", options=[{"label": "logit lens", "value": "logit"},
+                                                    {"label": "tuned lens", "value": "tuned"}],
+                           value="logit", inline=True),
+            dcc.RadioItems(id="lens-color", options=[{"label": "top-1 probability", "value": "top_prob"},
+                                                     {"label": "target probability", "value": "target_prob"}],
+                           value="top_prob", inline=True),
+            html.Span(id="lens-note", className="muted"),
+        ]),
+        html.Div(id="lens-error"),
+        dcc.Loading(dcc.Graph(id="lens-grid")),
+        dcc.Loading(dcc.Graph(id="lens-trajectory")),
+    ])
+
+
+def register(app, session, runs_root) -> None:
+    @app.callback(Output("lens-kind", "options"), Output("lens-note", "children"), Input("model-store", "data"))
+    def kinds(store):
+        needs_model(store)
+        with session.use() as model:
+            trained = default_path(model).is_file()
+        note = "" if trained else f"no tuned lens for this model yet (headscope lens-train --model {store['loaded']})"
+        return [{"label": "logit lens", "value": "logit"},
+                {"label": "tuned lens", "value": "tuned", "disabled": not trained}], note
+
+    @app.callback(Output("lens-grid", "figure"), Output("lens-trajectory", "figure"), Output("lens-error", "children"),
+                  Input("view", "data"), Input("model-store", "data"), Input("lens-target", "value"),
+                  Input("lens-kind", "value"), Input("lens-color", "value"))
+    @guarded(outputs=3, error_at=2)
+    def render(view, store, target, kind, color):
+        needs_model(store)
+        if view["tab"] != TAB:
+            raise PreventUpdate
+        target = target or None
+        n = len(session.memo(("tokens", view["prompt"]), lambda model: model.tokenize(view["prompt"])))
+        dest = view.get("dest")
+        dest = n - 1 if dest is None or not 0 <= dest < n else dest
+        positions = list(range(max(0, dest - WINDOW + 1), dest + 1))
+
+        def compute(model):
+            plain = logit_lens(model, view["prompt"], target=target, positions=positions)
+            tuned = None
+            if default_path(model).is_file():
+                tuned = logit_lens(model, view["prompt"], target=target, positions=positions,
+                                   lens=load_tuned_lens(model))
+            return plain, tuned
+
+        plain, tuned = session.memo(("lens", view["prompt"], target, tuple(positions)), compute)
+        shown = tuned if kind == "tuned" and tuned is not None else plain
+        others = [tuned] if tuned is not None else []
+        return shown.plot(color), plain.trajectory(dest, *others), ""

@@ -1,0 +1,184 @@
+"""The dashboard, end to end in headless Chromium: prompt and token strip, attention grid and pattern,
+lens, causal trace (progress and cancel), heads, saved runs, shared URLs, bad input, and no console
+errors. One app on a tiny random model and one on the default model."""
+
+import shutil
+import urllib.error
+import urllib.request
+
+import pytest
+
+from headscope.probes import load_model
+from headscope.probes.lens import logit_lens
+
+from browser import Page, app_server, chrome
+
+PROMPT = "the river runs past the old mill and the river runs on"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("app") / "runs"
+    model = load_model("random:llama")
+    logit_lens(model, PROMPT).save(root / "lenses" / "river")
+    (root / "broken").mkdir()
+    (root / "broken" / "meta.json").write_text("{not json")
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_app(runs):
+    with app_server("random:llama", runs) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def driver():
+    d = chrome()
+    yield d
+    d.quit()
+
+
+@pytest.fixture
+def page(driver, tiny_app):
+    page = Page(driver, tiny_app)
+    yield page
+    assert page.console_errors() == []
+
+
+def token_count(page) -> int:
+    return len(page.d.find_elements("css selector", "#tokens .token"))
+
+
+def test_prompt_attention_and_shared_url(page):
+    page.open("?model=random:llama")
+    page.type("prompt", PROMPT)
+    page.click("prompt-run")
+    n = len(load_model("random:llama").tokenize(PROMPT))
+    page.wait(lambda: token_count(page) == n, what=f"{n} tokens in the strip")
+    grid = page.wait(lambda: page.figure("attn-grid"), what="the head grid")
+    assert grid[0]["type"] == "heatmap"
+    # click head L2H1 in the grid: the large pattern follows, with every token on both axes
+    page.click_plot("attn-grid", 1.4, 2.4)  # head h's tile spans x in [h, h + 1), layer l's y in [l, l + 1)
+    pattern = page.wait(lambda: (f := page.figure("attn-pattern")) and "L2H1" in f[0]["title"] and f,
+                        what="L2H1's pattern")
+    assert pattern[0]["rows"] == n and pattern[0]["cols"] == n
+    assert "layer=2" in page.d.current_url and "head=1" in page.d.current_url
+    # a token of the strip picks the destination of the per-token view
+    page.d.find_elements("css selector", "#tokens .token")[4].click()
+    page.wait(lambda: "dest=4" in page.d.current_url, what="dest in the URL")
+    token_view = page.wait(lambda: (f := page.figure("attn-token")) and "4:" in f[0]["title"] and f,
+                           what="the per-token view")
+    assert token_view[0]["x"] == n
+    page.shot("attention")
+    # the lens tab, then reload the shared URL: the same prompt, head and tab come back
+    page.tab("Lens")
+    lens = page.wait(lambda: page.figure("lens-grid"), what="the lens grid")
+    assert lens[0]["rows"] == 4 + 1  # embeddings and every block of random:llama
+    assert page.figure("lens-trajectory")
+    page.shot("lens")
+    url = page.d.current_url
+    assert "tab=lens" in url
+    page.d.get("about:blank")
+    page.d.get(url)
+    page.wait(lambda: token_count(page) == n and page.figure("lens-grid"), what="the reopened lens view")
+    assert page.find("prompt").get_attribute("value") == PROMPT
+    page.tab("Attention")
+    pattern = page.wait(lambda: (f := page.figure("attn-pattern")) and "L2H1" in f[0]["title"] and f)
+    assert pattern[0]["cols"] == n
+
+
+def test_causal_trace_and_heads(page):
+    page.open("?model=random:llama&prompt=The+Eiffel+Tower+is+located+in+the+city+of&tab=trace")
+    page.type("trace-subject", "Eiffel Tower")
+    page.click("trace-run")
+    trace = page.wait(lambda: (f := page.figure("trace-graph")) and len(f) == 3 and f, what="three trace heatmaps")
+    assert {t["type"] for t in trace} == {"heatmap"}
+    assert "clean p" in page.text("trace-error")
+    page.shot("trace")
+    page.tab("Heads")
+    heads = page.wait(lambda: page.figure("heads-map"), what="the head map")
+    assert heads[0]["rows"] == 4 and heads[0]["cols"] == 4
+    page.click_plot("heads-map", "H3", 1)
+    page.wait(lambda: "L1H3" in page.text("heads-detail"), what="the head's detail")
+    assert "direct logit attribution" in page.text("heads-detail") and "zero-ablated" in page.text("heads-detail")
+    page.click("heads-run")
+    page.wait(lambda: not page.find("heads-run").get_attribute("disabled") and page.text("heads-label"))
+    page.choose("heads-score", "ablation effect")
+    page.wait(lambda: "ablation effect" in page.figure("heads-map")[0]["title"], what="the ablation map")
+    page.shot("heads")
+
+
+def test_saved_runs(page, runs):
+    page.open("?model=random:llama&tab=runs")
+    page.wait(lambda: "2 runs" in page.text("runs-root"), what="the runs listed")
+    page.choose("runs-list", "lenses/river")
+    figure = page.wait(lambda: page.figure("runs-graph"), what="the saved lens drawn")
+    assert figure[0]["type"] == "heatmap"
+    link = page.d.find_element("link text", "lens.parquet").get_attribute("href")
+    with urllib.request.urlopen(link) as response:
+        assert response.read(4) == b"PAR1"
+    page.shot("runs")
+    page.choose("runs-list", "broken")
+    page.wait(lambda: any("corrupt" in e or "not valid JSON" in e for e in page.errors()), what="a corrupt-run message")
+    # a run deleted after the listing was drawn
+    shutil.copytree(runs / "lenses" / "river", runs / "gone")
+    page.click("runs-refresh")
+    page.wait(lambda: "3 runs" in page.text("runs-root"), what="the new run listed")
+    shutil.rmtree(runs / "gone")
+    page.choose("runs-list", "gone")
+    page.wait(lambda: any("'gone' is not under the runs directory" in e for e in page.errors()),
+              what="a missing-run message")
+    for bad in ("/runs-file/lenses/river/../../../etc/passwd", "/runs-file/lenses/river/meta.json/../x",
+                "/runs-file/..%2F..%2Fetc/passwd", "/runs-file/lenses/river/.hidden.json"):
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(page.base + bad)
+        assert err.value.code == 404
+
+
+def test_bad_input_shows_messages_and_the_app_keeps_working(page):
+    page.open("?model=random:llama")
+    page.type("prompt", "   ")
+    page.click("prompt-run")
+    page.wait(lambda: any("empty prompt" in e for e in page.errors()), what="the empty-prompt message")
+    page.type("prompt", "word " * 600)
+    page.click("prompt-run")
+    page.wait(lambda: any("over this model's context" in e for e in page.errors()), what="the context message")
+    page.tab("Causal trace")
+    page.type("prompt", "A small cat walks to the market")
+    page.click("prompt-run")
+    page.type("trace-subject", "dog")
+    page.click("trace-run")
+    page.wait(lambda: any("subject 'dog' not found" in e for e in page.errors()), what="the subject message")
+    page.type("model-spec", "no-such-model", submit=True)
+    page.wait(lambda: "could not load 'no-such-model'" in page.text("model-status"), what="the model message")
+    assert "still using random:llama" in page.text("model-status")
+    page.tab("Attention")
+    page.wait(lambda: page.figure("attn-pattern") and token_count(page) == 7, what="the app still working")
+    page.shot("bad-input")
+
+
+def test_default_model_in_the_browser(driver, tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    with app_server("default", runs) as base:
+        page = Page(driver, base)
+        page.open("")
+        page.wait(lambda: "L" in (page.figure("attn-pattern") or [{}])[0].get("title", ""), what="the pattern")
+        n = token_count(page)
+        assert page.figure("attn-pattern")[0]["cols"] == n == 10
+        page.tab("Lens")
+        page.type("lens-target", " Paris", submit=True)
+        page.wait(lambda: (f := page.figure("lens-grid")) and f[0]["rows"] == 31, what="31 lens layers")
+        page.shot("default-lens")
+        # a long trace can be cancelled: the button comes back and no figure appears
+        page.tab("Causal trace")
+        page.type("trace-subject", "The Eiffel Tower")
+        page.type("trace-samples", "50")
+        page.click("trace-run")
+        page.wait(lambda: not page.find("trace-cancel").get_attribute("disabled"), what="the cancel button")
+        page.wait(lambda: page.find("trace-progress").get_attribute("value") not in (None, "0"), what="progress")
+        page.click("trace-cancel")
+        page.wait(lambda: not page.find("trace-run").get_attribute("disabled"), what="the run button back")
+        assert not page.figure("trace-graph")
+        assert page.console_errors() == []
