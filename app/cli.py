@@ -89,6 +89,21 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "(default: the shipped passages)")
     lt.add_argument("--eval-tokens", type=int, default=2**12, help="held-out tokens to compare the lenses on")
     lt.add_argument("--out", default=None, help="lens file (default: the cache, where --lens tuned finds it)")
+    rt = sub.add_parser("retrieval", help="retrieval-head scores from needle-in-a-haystack tests")
+    _common(rt)
+    _needle_tests(rt)
+    rt.add_argument("--mode", default="greedy", help="greedy (the reference's score) or teacher-forced")
+    rt.add_argument("--threshold", type=float, default=0.1, help="score above which a head is a retrieval head")
+    rt.add_argument("--out", required=True)
+    rm = sub.add_parser("retrieval-mask", help="mask the top-k retrieval heads vs k random other heads")
+    _common(rm)
+    _needle_tests(rm, lengths="512,1024", depths="0.1,0.5,0.9")
+    rm.add_argument("--heads", required=True, help="retrieval_heads.json ({\"layer-head\": [scores]}) or its run dir")
+    rm.add_argument("--k", default="1,5,10,20", help="comma-separated numbers of heads to mask")
+    rm.add_argument("--modes", default="uniform,zero", help="uniform (query zeroed, the reference's) and/or zero")
+    rm.add_argument("--seeds", type=int, default=3, help="random head sets per k")
+    rm.add_argument("--threshold", type=float, default=0.1, help="heads above it are not drawn as random heads")
+    rm.add_argument("--out", required=True)
     ap = sub.add_parser("app", help="start the dashboard (binds to 127.0.0.1 unless --host says otherwise)")
     ap.add_argument("--model", default="default", help="model to load at start (the page can load others)")
     ap.add_argument("--runs", default="runs", help="directory of saved results to browse")
@@ -106,6 +121,38 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--test-fraction", type=float, default=0.25)
     pr.add_argument("--out", required=True)
     return parser
+
+
+def _needle_tests(parser: argparse.ArgumentParser, lengths: str = "256,512,1024,2048",
+                  depths: str = "0,0.25,0.5,0.75,1") -> None:
+    parser.add_argument("--lengths", default=lengths, help="comma-separated prompt lengths in tokens")
+    parser.add_argument("--depths", default=depths, help="comma-separated needle depths in [0, 1]")
+    parser.add_argument("--needles", default=None, help="JSONL needles (needle, question, real_needle); "
+                                                         "default: the shipped ones")
+    parser.add_argument("--needles-per-cell", type=int, default=1, help="needles tested at each length and depth")
+    parser.add_argument("--template", default="auto", help="chat (the model's chat template), plain, or auto "
+                                                            "(chat when the model has one)")
+    parser.add_argument("--max-new-tokens", type=int, default=50)
+
+
+def _grid(args, model):
+    from headscope.circuits.haystack import needle_grid, read_needles
+    from headscope.probes import HeadscopeError
+
+    if args.template not in ("auto", "chat", "plain"):
+        raise HeadscopeError(f"--template {args.template!r} must be auto, chat or plain")
+    chat = None if args.template == "auto" else args.template == "chat"
+    return needle_grid(model, _int_list(args.lengths, "lengths"), _float_list(args.depths, "depths"),
+                       read_needles(args.needles), seed=args.seed, chat=chat, needles_per_cell=args.needles_per_cell)
+
+
+def _float_list(text: str, what: str) -> list[float]:
+    from headscope.probes import HeadscopeError
+
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise HeadscopeError(f"--{what} {text!r} must be comma-separated numbers") from None
 
 
 def _kinds(text: str) -> tuple[str, ...]:
@@ -261,6 +308,43 @@ def cmd_probe(args) -> None:
           f"{best['control_accuracy']:.3f}, selectivity {best['selectivity']:.3f} -> {args.out}")
 
 
+def cmd_retrieval(args) -> None:
+    from headscope.circuits.haystack import read_needles
+    from headscope.circuits.retrieval import MODES, retrieval_heads
+    from headscope.probes import HeadscopeError
+
+    if args.mode not in MODES:
+        raise HeadscopeError(f"unknown mode {args.mode!r}; use {' or '.join(MODES)}")
+    read_needles(args.needles)  # a malformed needle file stops here, before the model loads
+    model = _load(args)
+    result = retrieval_heads(model, _grid(args, model), mode=args.mode, max_new_tokens=args.max_new_tokens,
+                             threshold=args.threshold)
+    result.save(args.out)
+    heads = result.heads()
+    top = ", ".join(f"L{l}H{h} {s:.2f}" for l, h, s in heads[["layer", "head", "score"]].head(5).itertuples(index=False))
+    print(f"{result.meta['n_kept']} of {result.meta['n_tests']} tests counted; "
+          f"{(heads['score'] > args.threshold).mean():.1%} of heads above {args.threshold}; top: {top} -> {args.out}")
+
+
+def cmd_retrieval_mask(args) -> None:
+    from headscope.circuits.haystack import read_needles
+    from headscope.circuits.retrieval_masking import masking_test, read_head_scores
+
+    scores = read_head_scores(args.heads)
+    read_needles(args.needles)
+    model = _load(args)
+    result = masking_test(model, _grid(args, model), scores, _int_list(args.k, "k"), modes=_kinds(args.modes),
+                          seeds=args.seeds, threshold=args.threshold, max_new_tokens=args.max_new_tokens,
+                          seed=args.seed)
+    result.save(args.out)
+    f = result.frame
+    print(f"no heads masked: {f[f['kind'] == 'none']['accuracy'].iloc[0]:.3f}")
+    for (mode, k), part in f[f["kind"] != "none"].groupby(["mode", "k"]):
+        top = part[part["kind"] == "top"]["accuracy"].iloc[0]
+        print(f"{mode} k={k}: top {top:.3f}, random {part[part['kind'] == 'random']['accuracy'].mean():.3f}")
+    print(f"-> {args.out}")
+
+
 def cmd_app(args) -> None:
     from headscope.app.dashboard import serve
     from headscope.probes.loading import resolve_device, resolve_dtype
@@ -270,7 +354,8 @@ def cmd_app(args) -> None:
 
 
 COMMANDS = {"info": cmd_info, "capture": cmd_capture, "trace": cmd_trace, "patch": cmd_patch, "heads": cmd_heads,
-            "lens": cmd_lens, "lens-train": cmd_lens_train, "probe": cmd_probe, "app": cmd_app}
+            "lens": cmd_lens, "lens-train": cmd_lens_train, "probe": cmd_probe, "app": cmd_app,
+            "retrieval": cmd_retrieval, "retrieval-mask": cmd_retrieval_mask}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,6 +37,7 @@ from headscope.probes.result import library_versions
 
 from .ablation import LOWER_IS_BETTER, METRICS, MODES, HeadAblation, prepare, single_heads
 from .head_detectors import attention_sink, detector_scores
+from .html_report import html_page
 from .importance import gradient_importance, pruning_curve
 from .prompt_sets import read_prompt_set
 from .stats import spearman
@@ -184,9 +185,6 @@ def _html(sections, heads: pd.DataFrame, meta: dict) -> str:
     params = meta["params"]
     lower = params["metric"] in LOWER_IS_BETTER
     parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>headscope head report</title>",
-        "<style>body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;font-size:13px}"
-        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}h2{margin-top:2em}</style></head><body>",
         "<h1>Head importance report</h1>",
         f"<p>{params['mode']} ablation of each head, metric {params['metric']} "
         f"(effect = {'ablated - clean' if lower else 'clean - ablated'}; positive: the head supports the behaviour), "
@@ -196,7 +194,6 @@ def _html(sections, heads: pd.DataFrame, meta: dict) -> str:
         top = {key: table.nlargest(10, "effect").apply(lambda r: f"L{r['layer']}H{r['head']} ({r['effect']:.3g})",
                                                         axis=1).tolist() for key, _, table, _ in sections}
         parts += ["<h2>Comparison: top 10 heads</h2>", pd.DataFrame(top).to_html(index=False)]
-    first = True
     for key, info, table, figures in sections:
         mi = info["model_info"]
         parts += [f"<h2>{html.escape(key)}</h2>",
@@ -215,10 +212,7 @@ def _html(sections, heads: pd.DataFrame, meta: dict) -> str:
             p = info["pruning"]
             parts.append(f"<p>Pruning by {p['importance']} (computed once, not recomputed): knee at "
                          f"{p['knee_fraction']:.0%} of heads removed ({p['knee_removed']} heads).</p>")
-        for fig in figures:
-            parts.append(fig.to_html(include_plotlyjs="inline" if first else False, full_html=False))
-            first = False
+        parts += figures
         parts += ["<h3>Top heads</h3>", table.nlargest(20, "effect").drop(columns=["model", "prompt_set"])
                   .to_html(index=False, float_format=lambda v: f"{v:.4g}")]
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    return html_page("headscope head report", parts)

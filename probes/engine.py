@@ -14,6 +14,9 @@
 - ``logits_at``: the positions (one per row) whose logits are wanted; the unembedding then runs
   on those rows only;
 - ``grad``: keep the autograd graph (cached activations are not detached) for gradient methods;
+- ``control``: an ``AttentionControl`` (``attention_control``): attention rows of the last queries
+  computed in linear memory, and heads whose query or output is zeroed, inside the model's own
+  attention call;
 - ``kv_cache`` / ``past``: return the run's keys and values (every position, every layer), and resume
   a run from a prefix of them (``prefix_cache``): a variant that changes nothing before token ``t``
   needs only the positions from ``t`` on, attending to the cached keys and values of the rest. Only
@@ -37,6 +40,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 
+from .attention_control import NAME, AttentionControl, controlling, register
 from .errors import HeadscopeError
 from .model import Batch, Model
 
@@ -130,6 +134,7 @@ def run(
     grad: bool = False,
     kv_cache: bool = False,
     past=None,
+    control: AttentionControl | None = None,
 ) -> RunOutput:
     """Run one forward pass over ``batch`` with edits, hooks and a selective cache (module docstring)."""
     edits = list(edits)
@@ -158,6 +163,12 @@ def run(
         if start_layer == 0:  # nothing to skip: the embeddings are replaced by resid
             fwd.insert(0, ("blocks.0.hook_resid_pre", lambda act, hook=None: resid.to(act.dtype)))
     mode = choose_attention(model, [name for name, _ in fwd], attention)
+    if control is not None:
+        if mode == "eager" or not model.sdpa_hooks:
+            raise HeadscopeError("attention rows and head masks need the model's own attention (SDPA delegation); "
+                                 "this run reads a hook only eager attention fires, or the model cannot delegate")
+        mode = NAME
+        register()
     if past is not None and mode == "eager":
         # the bridge's eager attention ignores the offset of a resumed run (rotary positions, causal mask)
         raise HeadscopeError("a run that reads attention patterns cannot resume from cached keys and values; "
@@ -165,6 +176,8 @@ def run(
     with contextlib.ExitStack() as stack:
         stack.enter_context(torch.set_grad_enabled(grad))
         stack.enter_context(attention_mode(model, mode))
+        if control is not None:
+            stack.enter_context(controlling(control))
         if start_layer:
             stack.enter_context(_start_at(model, start_layer, resid))
         stack.enter_context(model.bridge.hooks(fwd_hooks=fwd))
@@ -245,7 +258,9 @@ def _configs(model: Model):
 
 @contextlib.contextmanager
 def attention_mode(model: Model, mode: str) -> Iterator[None]:
-    if mode != "sdpa":
+    """Delegate attention to the HF modules with ``mode`` as their implementation (sdpa, or headscope's
+    own, ``attention_control``); eager keeps the bridge's path."""
+    if mode == "eager":
         yield
         return
     attns = [block.attn for block in model.bridge.blocks]
@@ -254,7 +269,7 @@ def attention_mode(model: Model, mode: str) -> Iterator[None]:
     for attn in attns:
         object.__setattr__(attn, "forward", types.MethodType(_sdpa_forward, attn))
     for cfg in configs:
-        cfg._attn_implementation = "sdpa"
+        cfg._attn_implementation = mode
     try:
         yield
     finally:

@@ -31,7 +31,7 @@ CONFIGS: dict[str, tuple[str, dict]] = {
                                     "attn_logit_softcapping": None, "query_pre_attn_scalar": 16}),
     "llama-1b": ("LlamaConfig", dict(vocab_size=32768, hidden_size=2048, intermediate_size=8192,
                                      num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
-                                     max_position_embeddings=8192)),
+                                     max_position_embeddings=32768)),
 }
 
 
