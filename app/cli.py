@@ -104,6 +104,40 @@ def build_parser() -> argparse.ArgumentParser:
     rm.add_argument("--seeds", type=int, default=3, help="random head sets per k")
     rm.add_argument("--threshold", type=float, default=0.1, help="heads above it are not drawn as random heads")
     rm.add_argument("--out", required=True)
+    ar = sub.add_parser("arithmetic", help="arithmetic heads per operation, with layer and neuron analysis")
+    _common(ar)
+    ar.add_argument("--ops", default="add,sub,mul,div", help="comma-separated operations: add, sub, mul, div")
+    ar.add_argument("--digits", type=int, default=1, help="digits of the operands (1 to 3)")
+    ar.add_argument("--template", default="fewshot", help="fewshot, bare, or a template file with {a} {op} {b}")
+    ar.add_argument("--n", type=int, default=40, help="prompts per operation before filtering to solved ones")
+    ar.add_argument("--modes", default="zero,mean", help="ablation modes: zero and/or mean")
+    ar.add_argument("--k", default="1,2,4,8", help="numbers of top heads masked in the control")
+    ar.add_argument("--control-seeds", type=int, default=3, help="random head sets per k")
+    ar.add_argument("--neuron-prompts", type=int, default=8, help="solved prompts per operation for the neuron "
+                                                                  "analysis (0: none)")
+    ar.add_argument("--neuron-layers", default=None, help="comma-separated layers whose neurons are scored "
+                                                          "(default: all)")
+    ar.add_argument("--cna-heads", default="1", help="a number k (each operation's top k heads) or heads "
+                                                     "'layer-head,...' ablated for comparative neuron analysis")
+    ar.add_argument("--out", required=True)
+    sv = sub.add_parser("svd", help="composition scores between heads, low-rank channels and the head graph")
+    _common(sv)
+    sv.add_argument("--kinds", default="q,k,v", help="comma-separated composition kinds: q, k, v")
+    sv.add_argument("--top", type=int, default=50, help="pairs per kind (by z-score) whose channels are listed")
+    sv.add_argument("--components", type=int, default=4, help="components listed per pair")
+    sv.add_argument("--no-fold-norm", action="store_true", help="use the raw weights (TransformerLens's scores)")
+    sv.add_argument("--min-z", type=float, default=5.0, help="graph edges: pairs at least this many sd above chance")
+    sv.add_argument("--importance", default=None, help="a run dir (heads.parquet) whose head scores size the nodes")
+    sv.add_argument("--out", required=True)
+    la = sub.add_parser("laundry", help="list recall by list length, optionally scaling a writer head's subspace")
+    _common(la)
+    la.add_argument("--lengths", default="2,3,4,5,6,8", help="comma-separated list lengths")
+    la.add_argument("--n", type=int, default=40, help="prompts per length")
+    la.add_argument("--position", default="random", help="the answer's index in the list, or random")
+    la.add_argument("--writer", default=None, help="layer-head whose components are scaled, e.g. 14-3")
+    la.add_argument("--components", default=None, help="comma-separated component indices of the writer")
+    la.add_argument("--scales", default="1,0", help="comma-separated scales of the subspace (1 = unchanged)")
+    la.add_argument("--out", required=True)
     ap = sub.add_parser("app", help="start the dashboard (binds to 127.0.0.1 unless --host says otherwise)")
     ap.add_argument("--model", default="default", help="model to load at start (the page can load others)")
     ap.add_argument("--runs", default="runs", help="directory of saved results to browse")
@@ -345,6 +379,113 @@ def cmd_retrieval_mask(args) -> None:
     print(f"-> {args.out}")
 
 
+def cmd_arithmetic(args) -> None:
+    from headscope.circuits.arithmetic import Unsolved, arithmetic_heads
+    from headscope.circuits.arithmetic_prompts import check_ops, operand_pairs, read_template
+    from headscope.probes import HeadscopeError
+    from headscope.probes.atomic import atomic_dir
+
+    ops = check_ops(_kinds(args.ops))  # bad options stop here, before the model loads
+    operand_pairs(ops[0], args.digits), read_template(args.template)
+    cna = _heads_option(args.cna_heads)
+    model = _load(args)
+    try:
+        result = arithmetic_heads(model, ops, digits=args.digits, template=args.template, n=args.n, seed=args.seed,
+                                  modes=_kinds(args.modes), ks=tuple(_int_list(args.k, "k")), seeds=args.control_seeds,
+                                  neuron_prompts=args.neuron_prompts, neuron_layers=_int_list(args.neuron_layers, "neuron-layers"),
+                                  cna_heads=cna, batch_size=args.batch_size)
+    except Unsolved as err:
+        with atomic_dir(args.out) as tmp:
+            err.accuracy.to_parquet(tmp / "accuracy.parquet", index=False)
+        raise HeadscopeError(f"{err} (accuracy table -> {args.out}/accuracy.parquet)") from None
+    result.save(args.out)
+    acc = result.accuracy[result.accuracy["template"] == result.meta["template"]]
+    print("accuracy: " + ", ".join(f"{r.op} {r.accuracy:.2f}" for r in acc.itertuples()))
+    zero = result.frame[result.frame["mode"] == result.meta["modes"][0]]
+    for op, part in zero.groupby("op", sort=False):
+        top = part.nlargest(3, "effect")
+        print(f"{op}: top heads " + ", ".join(f"L{r.layer}H{r.head} {r.effect:.2f}" for r in top.itertuples()))
+    print(f"-> {args.out}")
+
+
+def _heads_option(text: str, option: str = "--cna-heads"):
+    """A number, or comma-separated ``layer-head`` pairs."""
+    from headscope.probes import HeadscopeError
+
+    if text.strip().isdigit():
+        return int(text)
+    try:
+        heads = [tuple(int(x) for x in part.split("-")) for part in text.split(",") if part.strip()]
+        if not heads or any(len(h) != 2 for h in heads):
+            raise ValueError
+        return heads
+    except ValueError:
+        raise HeadscopeError(f"{option} {text!r} must be a number or heads like 14-3,15-0") from None
+
+
+def cmd_svd(args) -> None:
+    from headscope.circuits.circuit_graph import circuit_graph
+    from headscope.circuits.composition import check_kinds, composition
+    from headscope.probes.atomic import atomic_dir
+
+    kinds = check_kinds(_kinds(args.kinds))
+    importance = _importance(args.importance)
+    result = composition(_load(args), kinds, top=args.top, components=args.components,
+                         fold_norm=not args.no_fold_norm, seed=args.seed)
+    graph = circuit_graph(result, importance, min_z=args.min_z)
+    with atomic_dir(args.out) as tmp:
+        result.save(tmp / "composition")
+        graph.save(tmp / "graph")
+        for name in ("composition.parquet", "channels.parquet", "meta.json"):
+            (tmp / "composition" / name).rename(tmp / name)
+        (tmp / "composition").rmdir()
+        (tmp / "graph" / "graph.json").rename(tmp / "graph.json")
+        (tmp / "report.html").write_text(result.report(), encoding="utf-8")
+    for kind in kinds:
+        best = result.pairs(kind, 3)
+        print(f"{kind}: " + ", ".join(f"L{r.writer_layer}H{r.writer_head}->L{r.reader_layer}H{r.reader_head} "
+                                      f"{r.score:.3f} (z {r.z:.1f}, top component {r.top1_share:.0%})"
+                                      for r in best.itertuples()))
+    print(f"graph: {len(graph.nodes)} heads, {len(graph.frame)} edges -> {args.out}")
+
+
+def _importance(path):
+    from pathlib import Path
+
+    import pandas as pd
+
+    from headscope.probes import HeadscopeError
+
+    if path is None:
+        return None
+    file = Path(path) / "heads.parquet" if Path(path).is_dir() else Path(path)
+    if not file.is_file():
+        raise HeadscopeError(f"no head scores at {path} (a run dir with heads.parquet, or a Parquet file)")
+    return pd.read_parquet(file)
+
+
+def cmd_laundry(args) -> None:
+    from headscope.circuits.laundry import laundry_task
+    from headscope.probes import HeadscopeError
+
+    heads = _heads_option(args.writer, "--writer") if args.writer else None
+    if isinstance(heads, int) or (heads and len(heads) != 1):
+        raise HeadscopeError(f"--writer {args.writer!r} must be one head like 14-3")
+    writer = heads[0] if heads else None
+    components = _int_list(args.components, "components") or []
+    scales = [float(x) for x in args.scales.split(",")] if writer else [1.0]
+    position = args.position if args.position == "random" else int(args.position)
+    result = laundry_task(_load(args), _int_list(args.lengths, "lengths"), n=args.n, position=position,
+                          seed=args.seed, writer=writer, components=components, scales=scales,
+                          batch_size=args.batch_size)
+    result.save(args.out)
+    acc = result.accuracy()
+    for scale, part in acc.groupby("scale"):
+        print(f"scale {scale:g}: accuracy among items by length " + ", ".join(
+            f"{r.length}: {r.among_items:.2f}" for r in part.itertuples()))
+    print(f"-> {args.out}")
+
+
 def cmd_app(args) -> None:
     from headscope.app.dashboard import serve
     from headscope.probes.loading import resolve_device, resolve_dtype
@@ -355,7 +496,8 @@ def cmd_app(args) -> None:
 
 COMMANDS = {"info": cmd_info, "capture": cmd_capture, "trace": cmd_trace, "patch": cmd_patch, "heads": cmd_heads,
             "lens": cmd_lens, "lens-train": cmd_lens_train, "probe": cmd_probe, "app": cmd_app,
-            "retrieval": cmd_retrieval, "retrieval-mask": cmd_retrieval_mask}
+            "retrieval": cmd_retrieval, "retrieval-mask": cmd_retrieval_mask, "arithmetic": cmd_arithmetic,
+            "svd": cmd_svd, "laundry": cmd_laundry}
 
 
 def main(argv: list[str] | None = None) -> int:

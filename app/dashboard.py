@@ -4,7 +4,7 @@
 directory (saved results to browse). The page keeps its view state (model, prompt, layer, head,
 tab, destination token) in one store mirrored in the URL (``state``): every control writes it
 through one callback, and every view renders from it, so a selection in one view (a head clicked in
-the attention grid or the head map, a token clicked in the strip or the pattern) drives the others.
+the attention grid, the head map or the circuit graph, a token clicked in the strip or the pattern) drives the others.
 Views compute only when their tab is open, and report a user's mistake as a message in the page.
 Long analyses run as background callbacks (``jobs.ThreadManager``) with a progress bar and a
 cancel button.
@@ -24,12 +24,12 @@ from headscope.probes.random_models import CONFIGS
 
 from . import state
 from .session import ModelSession
-from .views import attention, heads, lens, runs, trace
+from .views import attention, circuit, heads, lens, runs, trace
 from .widgets import guarded
 
-VIEWS = (attention, lens, trace, heads, runs)
-PRECEDENCE = ("url", "prompt-run", "model-load", "model-spec", "tabs", "attn-grid", "heads-map", "attn-pattern",
-              "layer-select", "head-select")
+VIEWS = (attention, lens, trace, heads, circuit, runs)
+PRECEDENCE = ("url", "prompt-run", "model-load", "model-spec", "tabs", "attn-grid", "heads-map", "circuit-graph",
+              "attn-pattern", "layer-select", "head-select")
 
 
 def create_app(session: ModelSession, runs_dir: str | Path, default_model: str = "default") -> Dash:
@@ -88,10 +88,11 @@ def _register_core(app: Dash, session: ModelSession, default_model: str) -> None
         Input("model-load", "n_clicks"), Input("model-spec", "n_submit"), Input("attn-grid", "clickData"),
         Input("heads-map", "clickData"), Input("layer-select", "value"), Input("head-select", "value"),
         Input("attn-pattern", "clickData"), Input({"type": "token", "index": ALL}, "n_clicks"),
+        Input("circuit-graph", "tapNodeData"),
         State("prompt", "value"), State("model-spec", "value"), State("view", "data"),
     )
     def sync(search, _run, tab, _load, _submit, grid_click, map_click, layer, head, pattern_click, token_clicks,
-             prompt, spec, view):
+             node, prompt, spec, view):
         fired = {key.rsplit(".", 1)[0] for key in ctx.triggered_prop_ids}
         # several inputs can fire together (a re-drawn token strip re-fires its pattern inputs): take
         # the most deliberate one
@@ -112,6 +113,8 @@ def _register_core(app: Dash, session: ModelSession, default_model: str) -> None
             point = ((grid_click if trigger == "attn-grid" else map_click) or {}).get("points", [{}])[0]
             if "x" in point and "y" in point:
                 view.update(layer=int(float(point["y"])), head=int(float(str(point["x"]).lstrip("H"))))
+        elif trigger == "circuit-graph" and node:
+            view.update(layer=int(node["layer"]), head=int(node["head"]))
         elif trigger == "layer-select" and layer is not None:
             view["layer"] = int(layer)
         elif trigger == "head-select" and head is not None:
@@ -128,7 +131,7 @@ def _register_core(app: Dash, session: ModelSession, default_model: str) -> None
         # controls take the view's values only when the view came from elsewhere (the URL, a click on a
         # figure): echoing a control's own value back would undo what the user is typing
         from_url = trigger in (None, "url")
-        picked = from_url or trigger in ("attn-grid", "heads-map")
+        picked = from_url or trigger in ("attn-grid", "heads-map", "circuit-graph")
         keep = dash.no_update
         return (state.encode(view) if state.encode(view) != search else keep, view if view != before else keep,
                 view["prompt"] if from_url else keep, view["tab"] if from_url else keep,

@@ -84,3 +84,8 @@ class ModelSession:
             if len(self._memo) > self._cache_size:
                 self._memo.popitem(last=False)
             return value
+
+    def peek(self, key: tuple) -> Any:
+        """What ``memo`` remembers for (loaded model, ``key``), or None, without computing."""
+        with self.use() as model:
+            return self._memo.get((model.spec,) + key)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs, urlencode
 
-TABS = ("attention", "lens", "trace", "heads", "runs")
+TABS = ("attention", "lens", "trace", "heads", "circuit", "runs")
 DEFAULT_PROMPT = "The Eiffel Tower is located in the city of"
 
 

@@ -109,6 +109,30 @@ def test_causal_trace_and_heads(page):
     page.shot("heads")
 
 
+def test_circuit_graph_selects_heads(page):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    page.open("?model=random:llama&tab=circuit&layer=0&head=0")
+    page.wait(lambda: "press 'Compute composition'" in page.text("circuit-summary"), what="the circuit prompt")
+    page.type("circuit-min-z", "0", submit=True)
+    page.click("circuit-run")
+    summary = page.wait(lambda: "edges between" in page.text("circuit-summary") and page.text("circuit-summary"),
+                        what="the composition graph")
+    assert summary.startswith("80 edges")  # the max-edges default; every pair of a random model passes z >= 0
+    nodes = page.wait(lambda: page.d.execute_script(
+        "const cy = document.getElementById('circuit-graph')._cyreg.cy;"
+        "return cy.nodes().map(n => [n.id(), n.renderedPosition('x'), n.renderedPosition('y')]);"),
+        what="nodes drawn")
+    name, x, y = next(n for n in nodes if n[0] != "L0H0")
+    box = page.find("circuit-graph")
+    ActionChains(page.d).move_to_element_with_offset(box, x - box.size["width"] / 2, y - box.size["height"] / 2) \
+        .click().perform()
+    layer, head = name[1:].split("H")
+    page.wait(lambda: f"layer={layer}&head={head}" in page.d.current_url, what=f"{name} selected in the URL")
+    page.type("circuit-min-z", "1000", submit=True)
+    page.wait(lambda: page.text("circuit-summary").startswith("0 edges"), what="no edge above z 1000")
+
+
 def test_saved_runs(page, runs):
     page.open("?model=random:llama&tab=runs")
     page.wait(lambda: "2 runs" in page.text("runs-root"), what="the runs listed")

@@ -1,0 +1,110 @@
+"""Circuit view: the head graph from composition scores (``circuits.composition``), drawn with
+dash-cytoscape. Heads sit at (head, layer); edges are the writer -> reader pairs whose z-score against
+random matrices passes the threshold, coloured by kind and as wide as their score; nodes are sized by
+a head score from a saved head report (or uniform). Clicking a node selects that head in every view.
+The scores are weights-only: computed once per model in the background, then re-thresholded live.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dash_cytoscape as cyto
+import pandas as pd
+from dash import Input, Output, State, dcc, html
+from dash.exceptions import PreventUpdate
+
+from headscope.circuits.circuit_graph import circuit_graph
+from headscope.circuits.composition import KINDS, composition
+from headscope.probes import HeadscopeError
+
+from ..jobs import job_progress
+from ..widgets import guarded, job_controls, job_options, needs_model
+from .heads import _report_columns, _scores
+
+TAB, LABEL = "circuit", "Circuit"
+COLORS = {"q": "#c0392b", "k": "#2c7fb8", "v": "#27ae60"}
+STYLE = [
+    {"selector": "node", "style": {"label": "data(label)", "width": "data(size)", "height": "data(size)",
+                                   "font-size": 9, "background-color": "#555"}},
+    {"selector": "node.selected", "style": {"background-color": "#f39c12", "border-width": 2,
+                                            "border-color": "#000"}},
+    {"selector": "edge", "style": {"width": "data(width)", "line-color": "data(color)", "opacity": 0.7,
+                                   "curve-style": "bezier", "target-arrow-shape": "triangle",
+                                   "target-arrow-color": "data(color)"}},
+]
+
+
+def layout():
+    return html.Div(className="view", children=[
+        html.Div(className="controls", children=[
+            *job_controls("circuit", "Compute composition"),
+            html.Label(["kinds ", dcc.Checklist(id="circuit-kinds", options=list(KINDS), value=list(KINDS),
+                                                inline=True)]),
+            html.Label(["min z ", dcc.Input(id="circuit-min-z", type="number", value=10, step=1, debounce=True)]),
+            html.Label(["max edges ", dcc.Input(id="circuit-max-edges", type="number", value=80, min=1, max=1000,
+                                                debounce=True)]),
+            html.Label(["node size ", dcc.Dropdown(id="circuit-importance", className="wide",
+                                                   placeholder="a head score from a saved run")]),
+        ]),
+        html.Div(id="circuit-error"),
+        dcc.Store(id="circuit-done"),
+        html.Div(id="circuit-summary", className="muted"),
+        cyto.Cytoscape(id="circuit-graph", layout={"name": "preset"}, style={"width": "100%", "height": "640px"},
+                       stylesheet=STYLE, elements=[]),
+    ])
+
+
+def register(app, session, runs_root: Path) -> None:
+    @app.callback(Output("circuit-importance", "options"), Input("tabs", "value"))
+    def importance_options(_tab):
+        return [{"label": f"run {run}: {column}", "value": f"run:{run}:{column}"}
+                for run, column in _report_columns(runs_root)]
+
+    @app.callback(Output("circuit-done", "data"), Output("circuit-error", "children"),
+                  Input("circuit-run", "n_clicks"), State("view", "data"), **job_options("circuit"))
+    def compute(set_progress, _clicks, view):
+        return _compute(set_progress, view)
+
+    @guarded(outputs=2, error_at=1)
+    def _compute(set_progress, view):
+        with job_progress(set_progress):
+            result = session.memo(("composition",), lambda model: composition(model, top=0))
+        return {"model": result.meta["model"]}, ""
+
+    @app.callback(Output("circuit-graph", "elements"), Output("circuit-summary", "children"),
+                  Output("circuit-error", "children", allow_duplicate=True),
+                  Input("circuit-done", "data"), Input("circuit-kinds", "value"), Input("circuit-min-z", "value"),
+                  Input("circuit-max-edges", "value"), Input("circuit-importance", "value"), Input("view", "data"),
+                  Input("model-store", "data"), prevent_initial_call="initial_duplicate")
+    @guarded(outputs=3, error_at=2)
+    def draw(done, kinds, min_z, max_edges, importance, view, store):
+        needs_model(store)
+        if view["tab"] != TAB:
+            raise PreventUpdate
+        result = session.peek(("composition",))
+        if result is None:
+            return [], "press 'Compute composition' (weights only: seconds to a minute on a CPU)", ""
+        if not kinds:
+            raise HeadscopeError("choose at least one kind of composition")
+        scores = _scores(importance, None, runs_root)[0] if importance else None
+        graph = circuit_graph(result, scores, min_z=float(min_z or 0), max_edges=int(max_edges or 1), kinds=kinds)
+        chance = ", ".join(f"{k} {result.meta['baselines'][k][0]:.3f}" for k in kinds)
+        return _elements(graph, (view["layer"], view["head"])), (
+            f"{len(graph.frame)} edges between {len(graph.nodes)} heads with z >= {min_z} (chance: {chance})"), ""
+
+
+def _elements(graph, selected: tuple[int, int]) -> list[dict]:
+    data = graph.cytoscape()
+    imp = pd.Series([n["data"]["importance"] for n in data["nodes"]], dtype=float).abs()
+    top = imp.max() if imp.notna().any() and imp.max() > 0 else None
+    best = graph.frame["score"].max() if len(graph.frame) else 1.0
+    nodes = []
+    for node, value in zip(data["nodes"], imp):
+        d = node["data"]
+        size = 14 + (26 * value / top if top and pd.notna(value) else 0)
+        nodes.append({"data": {**d, "size": size}, "position": {"x": 70 * d["head"], "y": 45 * d["layer"]},
+                      "classes": "selected" if (d["layer"], d["head"]) == selected else ""})
+    edges = [{"data": {**e["data"], "color": COLORS[e["data"]["kind"]], "width": 1 + 5 * e["data"]["score"] / best}}
+             for e in data["edges"]]
+    return nodes + edges
