@@ -63,7 +63,7 @@ def test_components_sum_back_and_ignore_signs(tiny):
         torch.testing.assert_close(rebuilt, w.ov(layer, head), atol=1e-5, rtol=1e-4)
     f = reader_factor(w, "k")
     c = pair_components((u, s, vh), f, (0, 1), (1, 0))
-    flipped = (u, s, vh * torch.where(torch.arange(tiny.d_head) % 2 == 0, -1.0, 1.0)[None, None, :, None])
+    flipped = (u, s, vh * torch.where(torch.arange(tiny.d_head, device=vh.device) % 2 == 0, -1.0, 1.0)[None, None, :, None])
     assert torch.allclose(pair_components(flipped, f, (0, 1), (1, 0)), c)
     # components by brute force: c_i = s_i |v_i^T QK_r|_F / (|OV|_F |QK_r|_F), and their squares add up
     qk_t = w.qk(1, 0).T
