@@ -473,7 +473,9 @@ def cmd_laundry(args) -> None:
         raise HeadscopeError(f"--writer {args.writer!r} must be one head like 14-3")
     writer = heads[0] if heads else None
     components = _int_list(args.components, "components") or []
-    scales = [float(x) for x in args.scales.split(",")] if writer else [1.0]
+    scales = _float_list(args.scales, "scales") if writer else [1.0]
+    if args.position != "random" and not args.position.isdigit():
+        raise HeadscopeError(f"--position {args.position!r} must be 'random' or an index in the list")
     position = args.position if args.position == "random" else int(args.position)
     result = laundry_task(_load(args), _int_list(args.lengths, "lengths"), n=args.n, position=position,
                           seed=args.seed, writer=writer, components=components, scales=scales,

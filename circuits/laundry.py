@@ -20,7 +20,7 @@ import time
 import pandas as pd
 import torch
 
-from headscope.probes import HeadscopeError, Model, Result
+from headscope.probes import HeadscopeError, Model, Result, run
 from headscope.probes.engine import auto_batch_size, chunks
 
 from .channel_test import check_writer, projection, run_variants
@@ -99,7 +99,7 @@ def laundry_task(model: Model, lengths=(2, 3, 4, 5, 6, 8), *, n: int = 40, posit
                                                        fold_norm=fold_norm)[0]  # the subspace's part of z
         mats = torch.stack([torch.eye(model.d_head) - (1.0 - s) * removed for s in scales])
     else:
-        scales, mats = [1.0], torch.eye(model.d_head)[None]
+        scales, mats = [1.0], None
     rows = []
     for length in lengths:
         records = laundry_prompts(model, length, n, position=position, seed=seed)
@@ -108,7 +108,12 @@ def laundry_task(model: Model, lengths=(2, 3, 4, 5, 6, 8), *, n: int = 40, posit
         size = max(1, (batch_size or auto_batch_size(model, max(len(t) for t in toks))) // len(scales))
         for sl in chunks(len(toks), size):
             part = toks[sl]
-            logits = run_variants(model, model.batch(part * len(scales)), tuple(writer or (0, 0)), mats).logits
+            batch = model.batch(part * len(scales))
+            if writer is None:
+                with torch.no_grad():
+                    logits = run(model, batch, logits_at=batch.last).logits
+            else:
+                logits = run_variants(model, batch, tuple(writer), mats).logits
             logits = logits.float().cpu().reshape(len(scales), len(part), -1)
             for j, record in enumerate(records[sl]):
                 ids = item_ids[sl.start + j]

@@ -235,15 +235,11 @@ class NeuronAttribution(Result):
         super().__init__(frame, meta)
         self.layers = layers
 
-    def top(self, n: int = 20, by: str = "score") -> pd.DataFrame:
-        return self.frame.nlargest(n, by)
-
-    def plot(self, by: str = "score"):
+    def plot(self):
         import plotly.express as px
 
-        fig = px.bar(self.layers, x="layer", y="score", color="kind", barmode="group",
-                     title="log-probability increase of the answer from each layer's attention and MLP output")
-        return fig
+        return px.bar(self.layers, x="layer", y="score", color="kind", barmode="group", facet_row="group",
+                      title="log-probability increase of the answer from each layer's attention and MLP output")
 
     def _save_extra(self, directory) -> None:
         self.layers.to_parquet(directory / "layers.parquet", index=False)

@@ -121,10 +121,8 @@ def test_laundry_prompts(smol):
         assert r["target"] == " " + r["items"][2] and r["prompt"].count(r["items"][2]) == 1
         assert all(r["prompt"].count(w) == 2 for w in r["items"] if w != r["items"][2])
     assert laundry_prompts(smol, 4, 6, position=2, seed=1) == records
-    for args, message in [((1, 3), "list length 1"), ((4, 3), None)]:
-        if message:
-            with pytest.raises(HeadscopeError, match=message):
-                laundry_prompts(smol, *args)
+    with pytest.raises(HeadscopeError, match="list length 1 must be between 2 and 20"):
+        laundry_prompts(smol, 1, 3)
     with pytest.raises(HeadscopeError, match="answer position 5"):
         laundry_prompts(smol, 3, 2, position=5)
 
@@ -167,6 +165,11 @@ def test_graph_and_cli(tmp_path):
         proc = cli("svd", "--model", "random:gpt2", *args, "--out", str(tmp_path / "bad"))
         assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "bad").exists()
+    for args, message in [(["--scales", "1,x"], "--scales '1,x' must be comma-separated numbers"),
+                          (["--position", "first"], "--position 'first' must be 'random'")]:
+        proc = cli("laundry", "--model", "random:llama", "--writer", "1-0", "--components", "0", *args,
+                   "--out", str(tmp_path / "bad"))
+        assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     proc = cli("laundry", "--model", "random:llama", "--lengths", "2,3", "--n", "3", "--writer", "1-0",
                "--components", "0", "--scales", "1,0", "--out", str(tmp_path / "laundry"))
     assert proc.returncode == 0, proc.stderr
