@@ -3,6 +3,7 @@ lens, causal trace (progress and cancel), heads, saved runs, shared URLs, bad in
 errors. One app on a tiny random model and one on the default model."""
 
 import shutil
+import time
 import urllib.error
 import urllib.request
 
@@ -119,16 +120,27 @@ def test_circuit_graph_selects_heads(page):
     summary = page.wait(lambda: "edges between" in page.text("circuit-summary") and page.text("circuit-summary"),
                         what="the composition graph")
     assert summary.startswith("80 edges")  # the max-edges default; every pair of a random model passes z >= 0
-    nodes = page.wait(lambda: page.d.execute_script(
-        "const cy = document.getElementById('circuit-graph')._cyreg.cy;"
-        "return cy.nodes().map(n => [n.id(), n.renderedPosition('x'), n.renderedPosition('y')]);"),
-        what="nodes drawn")
-    name, x, y = next(n for n in nodes if n[0] != "L0H0")
+    positions = ("const cy = document.getElementById('circuit-graph')._cyreg.cy;"
+                 "return cy.nodes().map(n => [n.id(), n.renderedPosition('x'), n.renderedPosition('y')]);")
+
+    def settled():  # the graph fits the viewport after its elements arrive: wait until nodes stop moving
+        first = page.d.execute_script(positions)
+        time.sleep(0.5)
+        return first if first and first == page.d.execute_script(positions) else None
+
     box = page.find("circuit-graph")
-    ActionChains(page.d).move_to_element_with_offset(box, x - box.size["width"] / 2, y - box.size["height"] / 2) \
-        .click().perform()
-    layer, head = name[1:].split("H")
-    page.wait(lambda: f"layer={layer}&head={head}" in page.d.current_url, what=f"{name} selected in the URL")
+    for attempt in range(3):
+        name, x, y = next(n for n in page.wait(settled, what="nodes drawn") if n[0] != "L0H0")
+        ActionChains(page.d).move_to_element_with_offset(box, x - box.size["width"] / 2,
+                                                         y - box.size["height"] / 2).click().perform()
+        layer, head = name[1:].split("H")
+        try:
+            page.wait(lambda: f"layer={layer}&head={head}" in page.d.current_url, timeout=10,
+                      what=f"{name} selected in the URL")
+            break
+        except AssertionError:
+            if attempt == 2:
+                raise
     page.type("circuit-min-z", "1000", submit=True)
     page.wait(lambda: page.text("circuit-summary").startswith("0 edges"), what="no edge above z 1000")
 
