@@ -85,14 +85,14 @@ def _register_core(app: Dash, session: ModelSession, default_model: str) -> None
         Output("url", "search"), Output("view", "data"), Output("prompt", "value"), Output("tabs", "value"),
         Output("model-spec", "value"), Output("layer-select", "value"), Output("head-select", "value"),
         Input("url", "search"), Input("prompt-run", "n_clicks"), Input("tabs", "value"),
-        Input("model-load", "n_clicks"), Input("model-spec", "n_submit"), Input("attn-grid", "clickData"),
+        Input("model-load", "n_clicks"), Input("model-spec", "value"), Input("attn-grid", "clickData"),
         Input("heads-map", "clickData"), Input("layer-select", "value"), Input("head-select", "value"),
         Input("attn-pattern", "clickData"), Input({"type": "token", "index": ALL}, "n_clicks"),
         Input("circuit-graph", "tapNodeData"),
-        State("prompt", "value"), State("model-spec", "value"), State("view", "data"),
+        State("prompt", "value"), State("view", "data"),
     )
-    def sync(search, _run, tab, _load, _submit, grid_click, map_click, layer, head, pattern_click, token_clicks,
-             node, prompt, spec, view):
+    def sync(search, _run, tab, _load, spec, grid_click, map_click, layer, head, pattern_click, token_clicks,
+             node, prompt, view):
         fired = {key.rsplit(".", 1)[0] for key in ctx.triggered_prop_ids}
         # several inputs can fire together (a re-drawn token strip re-fires its pattern inputs): take
         # the most deliberate one
@@ -106,6 +106,7 @@ def _register_core(app: Dash, session: ModelSession, default_model: str) -> None
         elif trigger == "tabs":
             view["tab"] = tab
         elif trigger in ("model-load", "model-spec"):
+            # the box's value, committed on Enter or blur (its n_submit reaches Dash before the new value)
             view["model"] = (spec or "").strip() or default_model
         elif trigger in ("attn-grid", "heads-map"):
             # both figures put head h at x in [h, h + 1) (named "H{h}" on the head map) and layer l at y
