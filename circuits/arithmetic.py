@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 
 from headscope.probes import HeadscopeError, Model, Result, run
+from headscope.probes.result import read_table
 from headscope.probes.engine import auto_batch_size, chunks
 from headscope.probes.progress import tracked
 
@@ -160,9 +161,9 @@ class Arithmetic(Result):
 
     @classmethod
     def _load(cls, directory: Path, meta: dict) -> "Arithmetic":
-        extra = {n: pd.read_parquet(directory / f"{n}.parquet") for n in cls.EXTRA
+        extra = {n: read_table(directory / f"{n}.parquet") for n in cls.EXTRA
                  if (directory / f"{n}.parquet").exists()}
-        return cls(pd.read_parquet(directory / f"{cls.table}.parquet"), meta, **extra)
+        return cls(read_table(directory / f"{cls.table}.parquet"), meta, **extra)
 
 
 def arithmetic_heads(

@@ -14,6 +14,7 @@ import json
 import pandas as pd
 
 from headscope.probes import HeadscopeError, Result
+from headscope.probes.result import read_table
 
 from .composition import Composition
 
@@ -79,7 +80,7 @@ class CircuitGraph(Result):
 
     @classmethod
     def _load(cls, directory, meta: dict) -> "CircuitGraph":
-        return cls(pd.read_parquet(directory / f"{cls.table}.parquet"), meta, pd.read_parquet(directory / "nodes.parquet"))
+        return cls(read_table(directory / f"{cls.table}.parquet"), meta, read_table(directory / "nodes.parquet"))
 
 
 def circuit_graph(comp: Composition, importance=None, *, min_z: float = 5.0, max_edges: int = 200,

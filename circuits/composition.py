@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 
 from headscope.probes import HeadscopeError, Model, Result
+from headscope.probes.result import read_table
 from headscope.probes.decompose import final_norm, unembed_matrix
 from headscope.probes.progress import tracked
 
@@ -149,8 +150,8 @@ class Composition(Result):
     @classmethod
     def _load(cls, directory, meta: dict) -> "Composition":
         channels = directory / "channels.parquet"
-        return cls(pd.read_parquet(directory / f"{cls.table}.parquet"), meta,
-                   pd.read_parquet(channels) if channels.exists() else None)
+        return cls(read_table(directory / f"{cls.table}.parquet"), meta,
+                   read_table(channels) if channels.exists() else None)
 
     def report(self) -> str:
         parts = [f"<h1>Head composition: {self.meta['model']}</h1>",

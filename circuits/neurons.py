@@ -38,6 +38,7 @@ import pandas as pd
 import torch
 
 from headscope.probes import HeadscopeError, Model, Result, Tokens, run
+from headscope.probes.result import read_table
 from headscope.probes.decompose import final_norm, norm_of, unembed_matrix
 from headscope.probes.engine import Edit, auto_batch_size, chunks
 
@@ -246,7 +247,7 @@ class NeuronAttribution(Result):
 
     @classmethod
     def _load(cls, directory, meta: dict) -> "NeuronAttribution":
-        return cls(pd.read_parquet(directory / f"{cls.table}.parquet"), meta, pd.read_parquet(directory / "layers.parquet"))
+        return cls(read_table(directory / f"{cls.table}.parquet"), meta, read_table(directory / "layers.parquet"))
 
 
 def neuron_attribution(model: Model, prompts: list[Tokens | str], answer_ids: list[int], *,

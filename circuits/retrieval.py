@@ -32,6 +32,7 @@ import pandas as pd
 import torch
 
 from headscope.probes import HeadscopeError, Model, Result, run
+from headscope.probes.result import read_table
 from headscope.probes.attention_control import AttentionControl
 from headscope.probes.generate import generate
 from headscope.probes.progress import tracked
@@ -172,7 +173,7 @@ class RetrievalHeads(Result):
 
     @classmethod
     def _load(cls, directory: Path, meta: dict) -> "RetrievalHeads":
-        return cls(pd.read_parquet(directory / f"{cls.table}.parquet"), meta, pd.read_parquet(directory / "tests.parquet"))
+        return cls(read_table(directory / f"{cls.table}.parquet"), meta, read_table(directory / "tests.parquet"))
 
 
 def retrieval_heads(

@@ -24,7 +24,7 @@ from .errors import HeadscopeError
 from .model import Model
 from .prompts import read_prompts
 from .atomic import new_staging, replace_dir
-from .result import Result, write_meta
+from .result import Result, read_table, write_meta
 from .progress import tracked
 
 PATTERN_HOOKS = ("hook_pattern", "hook_attn_scores")
@@ -75,7 +75,7 @@ class Activations(Result):
 
     @classmethod
     def _load(cls, directory: Path, meta: dict) -> "Activations":
-        frame = pd.read_parquet(directory / f"{cls.table}.parquet")
+        frame = read_table(directory / f"{cls.table}.parquet")
         return cls(frame, meta, directory=directory)
 
 

@@ -78,8 +78,18 @@ class Result:
 
     @classmethod
     def _load(cls, directory: Path, meta: dict[str, Any]) -> "Result":
-        frame = pd.read_parquet(directory / f"{cls.table}.parquet")
-        return cls(frame, meta)
+        return cls(read_table(directory / f"{cls.table}.parquet"), meta)
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A saved frame as it was: Parquet gives list cells back as arrays, so they become lists again."""
+    import numpy as np
+
+    frame = pd.read_parquet(path)
+    for column in frame.columns[frame.dtypes == object]:
+        if any(isinstance(v, np.ndarray) for v in frame[column].head(100)):
+            frame[column] = [v.tolist() if isinstance(v, np.ndarray) else v for v in frame[column]]
+    return frame
 
 
 def _import_result_kinds() -> None:
