@@ -168,7 +168,7 @@ class Composition(Result):
 
 
 def composition(model: Model, kinds=KINDS, *, top: int = 50, components: int = 4, fold_norm: bool = True,
-                n_random: int = 48, top_k_tokens: int = 8, seed: int = 0) -> Composition:
+                n_random: int = 48, top_k_tokens: int = 8, seed: int = 0, progress: bool = True) -> Composition:
     """Scores of every writer / later reader pair for each kind, with baselines, and the channels of
     the ``top`` pairs of each kind by z-score: their ``components`` largest components (module docstring)."""
     started = time.perf_counter()
@@ -181,7 +181,7 @@ def composition(model: Model, kinds=KINDS, *, top: int = 50, components: int = 4
     frames, channels, baselines = [], [], {}
     steps = [(kind, layer) for kind in kinds for layer in range(L - 1)]
     factors = {}
-    for kind, layer in tracked(steps, desc="composition", unit="layer"):
+    for kind, layer in tracked(steps, desc="composition", unit="layer", disable=not progress):
         if kind not in baselines:
             baselines[kind] = random_baseline(model, kind, n_random, seed)
             factors[kind] = reader_factor(w, kind)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import types
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -43,6 +44,9 @@ import torch
 from .attention_control import NAME, AttentionControl, controlling, register
 from .errors import HeadscopeError
 from .model import Batch, Model
+
+# the engine passes past_key_values on purpose (transformers is pinned below 5.40, which renames it)
+warnings.filterwarnings("ignore", message="`past_key_values` is deprecated", category=FutureWarning)
 
 HookFn = Callable[[torch.Tensor, object], torch.Tensor | None]
 

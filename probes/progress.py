@@ -35,13 +35,22 @@ def listen(listener: Listener) -> Iterator[None]:
 
 def tracked(items: Iterable[T], desc: str, unit: str = "it", disable: bool = False) -> Iterator[T]:
     """Iterate over ``items`` with a progress bar (unless ``disable``) and tell the listener, if any."""
-    from tqdm.auto import tqdm
-
     items = list(items)
     listener = _listener.get()
     if listener is not None:
         listener(0, len(items), desc)
-    for done, item in enumerate(tqdm(items, desc=desc, unit=unit, disable=disable), start=1):
+    for done, item in enumerate(_tqdm()(items, desc=desc, unit=unit, disable=disable), start=1):
         yield item
         if listener is not None:
             listener(done, len(items), desc)
+
+
+def _tqdm():
+    """tqdm's notebook widget where ipywidgets can draw it, else its text bar (no warning either way)."""
+    import importlib.util
+
+    if importlib.util.find_spec("ipywidgets") is not None:
+        from tqdm.auto import tqdm
+    else:
+        from tqdm.std import tqdm
+    return tqdm
