@@ -2,11 +2,13 @@
 lens, causal trace (progress and cancel), heads, saved runs, shared URLs, bad input, and no console
 errors. One app on a tiny random model and one on the default model."""
 
+import json
 import shutil
 import time
 import urllib.error
 import urllib.request
 
+import pandas as pd
 import pytest
 
 from headscope.probes import load_model
@@ -17,6 +19,10 @@ from browser import Page, app_server, chrome
 PROMPT = "the river runs past the old mill and the river runs on"
 
 
+def arith_effect(layer, head, op, mode):
+    return (10 * layer + head) * (1 if op == "add" else -1) + (0.5 if mode == "mean" else 0)
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("app") / "runs"
@@ -24,6 +30,13 @@ def runs(tmp_path_factory):
     logit_lens(model, PROMPT).save(root / "lenses" / "river")
     (root / "broken").mkdir()
     (root / "broken" / "meta.json").write_text("{not json")
+    # an arithmetic run's head table: one effect per (operation, mode), which the heads view must not mix
+    arith = root / "arith"
+    arith.mkdir()
+    rows = [{"layer": l, "head": h, "op": op, "mode": mode, "effect": arith_effect(l, h, op, mode)}
+            for l in range(4) for h in range(4) for op in ("add", "mul") for mode in ("zero", "mean")]
+    pd.DataFrame(rows).to_parquet(arith / "heads.parquet", index=False)
+    (arith / "meta.json").write_text(json.dumps({"kind": "arithmetic-heads", "model": "random:llama"}))
     return root
 
 
@@ -44,7 +57,8 @@ def driver():
 def page(driver, tiny_app):
     page = Page(driver, tiny_app)
     yield page
-    assert page.console_errors() == []
+    errors = page.console_errors()
+    assert errors == [], errors
 
 
 def token_count(page) -> int:
@@ -141,13 +155,30 @@ def test_circuit_graph_selects_heads(page):
         except AssertionError:
             if attempt == 2:
                 raise
+    # nodes sized by a saved run's score, one operation and mode of it
+    page.choose("circuit-importance", "run arith: effect (op=add, mode=zero)")
+    sizes = ("const cy = document.getElementById('circuit-graph')._cyreg.cy;"
+             "return cy.nodes().map(n => [n.data('layer'), n.data('head'), n.data('importance')]);")
+    nodes = page.wait(lambda: (n := page.d.execute_script(sizes)) and all(v is not None for *_, v in n) and n,
+                      what="node sizes from the saved run")
+    assert all(v == arith_effect(l, h, "add", "zero") for l, h, v in nodes)
     page.type("circuit-min-z", "1000", submit=True)
     page.wait(lambda: page.text("circuit-summary").startswith("0 edges"), what="no edge above z 1000")
 
 
+def test_heads_map_of_a_saved_run_per_operation_and_mode(page):
+    page.open("?model=random:llama&tab=heads")
+    page.choose("heads-score", "run arith: effect (op=mul, mode=mean)")
+    page.wait(lambda: "op=mul, mode=mean" in page.figure("heads-map")[0]["title"], what="the mul / mean map")
+    z = page.d.execute_script("const gd = document.querySelector('#heads-map .js-plotly-plot');"
+                              "return Array.from(gd._fullData[0].z, row => Array.from(row));")
+    assert [[z[l][h] for h in range(4)] for l in range(4)] == [[arith_effect(l, h, "mul", "mean") for h in range(4)]
+                                                                for l in range(4)]
+
+
 def test_saved_runs(page, runs):
     page.open("?model=random:llama&tab=runs")
-    page.wait(lambda: "2 runs" in page.text("runs-root"), what="the runs listed")
+    page.wait(lambda: "3 runs" in page.text("runs-root"), what="the runs listed")
     page.choose("runs-list", "lenses/river")
     figure = page.wait(lambda: page.figure("runs-graph"), what="the saved lens drawn")
     assert figure[0]["type"] == "heatmap"
@@ -160,7 +191,7 @@ def test_saved_runs(page, runs):
     # a run deleted after the listing was drawn
     shutil.copytree(runs / "lenses" / "river", runs / "gone")
     page.click("runs-refresh")
-    page.wait(lambda: "3 runs" in page.text("runs-root"), what="the new run listed")
+    page.wait(lambda: "4 runs" in page.text("runs-root"), what="the new run listed")
     shutil.rmtree(runs / "gone")
     page.choose("runs-list", "gone")
     page.wait(lambda: any("'gone' is not under the runs directory" in e for e in page.errors()),
@@ -217,4 +248,5 @@ def test_default_model_in_the_browser(driver, tmp_path):
         page.click("trace-cancel")
         page.wait(lambda: not page.find("trace-run").get_attribute("disabled"), what="the run button back")
         assert not page.figure("trace-graph")
-        assert page.console_errors() == []
+        errors = page.console_errors()
+    assert errors == [], errors

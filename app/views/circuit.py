@@ -18,9 +18,9 @@ from headscope.circuits.circuit_graph import circuit_graph
 from headscope.circuits.composition import KINDS, composition
 from headscope.probes import HeadscopeError
 
+from .. import saved_scores
 from ..jobs import job_progress
 from ..widgets import guarded, job_controls, job_options, needs_model
-from .heads import _report_columns, _scores
 
 TAB, LABEL = "circuit", "Circuit"
 COLORS = {"q": "#c0392b", "k": "#2c7fb8", "v": "#27ae60"}
@@ -58,8 +58,7 @@ def layout():
 def register(app, session, runs_root: Path) -> None:
     @app.callback(Output("circuit-importance", "options"), Input("tabs", "value"))
     def importance_options(_tab):
-        return [{"label": f"run {run}: {column}", "value": f"run:{run}:{column}"}
-                for run, column in _report_columns(runs_root)]
+        return saved_scores.choices(runs_root)
 
     @app.callback(Output("circuit-done", "data"), Output("circuit-error", "children"),
                   Input("circuit-run", "n_clicks"), State("view", "data"), **job_options("circuit"))
@@ -87,7 +86,7 @@ def register(app, session, runs_root: Path) -> None:
             return [], "press 'Compute composition' (weights only: seconds to a minute on a CPU)", ""
         if not kinds:
             raise HeadscopeError("choose at least one kind of composition")
-        scores = _scores(importance, None, runs_root)[0] if importance else None
+        scores = saved_scores.read_choice(runs_root, importance)[0] if importance else None
         graph = circuit_graph(result, scores, min_z=float(min_z or 0), max_edges=int(max_edges or 1), kinds=kinds)
         chance = ", ".join(f"{k} {result.meta['baselines'][k][0]:.3f}" for k in kinds)
         return _elements(graph, (view["layer"], view["head"])), (

@@ -3,7 +3,8 @@ its direct effect on the target, and the target's log-probability with that head
 
 Scores: the detectors (induction, previous-token, duplicate-token; on repeated random tokens), the
 ablation effect and gradient importance of every head on the current prompt (computed in the
-background), and any per-head column of a head report saved under the runs directory.
+background), and any per-head column of a head table saved under the runs directory (head reports,
+retrieval and arithmetic runs), one choice per operation, ablation mode, model or prompt set.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from headscope.probes import HeadscopeError
 from headscope.probes.attention import attention_pattern
 from headscope.probes.components import component_attribution
 
+from .. import saved_scores
 from ..jobs import job_progress
 from ..widgets import guarded, job_controls, job_options, needs_model, target_input
-from .runs import find_runs
 
 TAB, LABEL = "heads", "Heads"
 LIVE = {"ablation": "ablation effect on this prompt (zero, log-prob)",
@@ -56,9 +57,7 @@ def register(app, session, runs_root: Path) -> None:
     def options(store, live, _tab):
         opts = [{"label": f"detector: {name}", "value": name} for name in DETECTORS]
         opts += [{"label": label, "value": key, "disabled": not (live or {}).get(key)} for key, label in LIVE.items()]
-        for run, column in _report_columns(runs_root):
-            opts.append({"label": f"run {run}: {column}", "value": f"run:{run}:{column}"})
-        return opts
+        return opts + saved_scores.choices(runs_root)
 
     @app.callback(
         Output("heads-live", "data"), Output("heads-error", "children"),
@@ -132,37 +131,14 @@ def _record(model, prompt: str, target: str | None) -> dict:
     return {"prompt": prompt, "target": target}
 
 
-def _report_columns(runs_root: Path) -> list[tuple[str, str]]:
-    """(run, column) for every numeric per-head column of the head reports under the runs directory."""
-    out = []
-    for run in find_runs(runs_root):
-        table = runs_root / run / "heads.parquet"
-        if table.is_file():
-            try:
-                columns = pd.read_parquet(table).select_dtypes("number").columns
-            except (OSError, ValueError):
-                continue
-            out += [(run, c) for c in columns if c not in ("layer", "head", "n_prompts")]
-    return out
-
-
 def _scores(score: str, live: dict | None, runs_root: Path) -> tuple[pd.DataFrame, str]:
     """The per-head frame (layer, head, score) and title of a computed or saved score."""
     if score in LIVE:
         if not (live or {}).get(score):
             raise HeadscopeError("press 'Compute on this prompt' first")
         return pd.DataFrame(live[score]), f"{LIVE[score]}, target {live['target']!r}"
-    if score and score.startswith("run:"):
-        _, run, column = score.split(":", 2)
-        if run not in find_runs(runs_root):
-            raise HeadscopeError(f"run {run!r} is not under the runs directory")
-        frame = pd.read_parquet(runs_root / run / "heads.parquet")
-        if column not in frame.columns:
-            raise HeadscopeError(f"run {run!r} has no column {column!r}")
-        if "model" in frame.columns and frame["model"].nunique() > 1:
-            frame = frame[frame["model"] == frame["model"].iloc[0]]
-        frame = frame.groupby(["layer", "head"], as_index=False)[column].mean().rename(columns={column: "score"})
-        return frame, f"{column} from run {run}"
+    if saved_scores.is_choice(score):
+        return saved_scores.read_choice(runs_root, score)
     raise HeadscopeError(f"unknown score {score!r}")
 
 
