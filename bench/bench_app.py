@@ -1,6 +1,8 @@
 """Dashboard latency through a real browser: submit a ~200-token prompt and time until the attention
 view (head grid and the large pattern with every token) is drawn, then switch to the lens tab and
-time until its grid is drawn. Measured after the model is loaded, in Debian's headless Chromium;
+time until its grid is drawn. Timed inside the page (from the click to the first animation frame
+showing the new figures, so webdriver's polling is not counted), after the model is loaded, in
+Debian's headless Chromium;
 each prompt is new to the app (nothing memoised). Also the bare forward of the same prompt, for the
 ratio.
 
@@ -37,6 +39,25 @@ def prompt(i: int, tokens: int, model) -> str:
     return " ".join(words)
 
 
+PATTERN_LABELS = ("const gd = document.querySelector('#attn-pattern .js-plotly-plot');"
+                  "return gd && gd._fullData && gd._fullData.length ? gd._fullData[0].x.join('|') : null;")
+LENS_LABELS = PATTERN_LABELS.replace("attn-pattern", "lens-grid")
+
+
+def clicked_until(driver, element, drawn: str, before: str) -> float:
+    """Seconds, on the page's own clock, from clicking ``element`` to the first animation frame at
+    which the JavaScript body ``drawn`` is true (``before``, the value of the JavaScript body
+    ``before`` just ahead of the click, is in scope): no webdriver round trip is counted."""
+    return driver.execute_async_script(f"""
+        const element = arguments[0], done = arguments[arguments.length - 1];
+        const before = (function () {{ {before} }})();
+        const drawn = function () {{ try {{ {drawn} }} catch (e) {{ return false; }} }};
+        const start = performance.now();
+        element.click();
+        (function poll() {{ if (drawn()) done((performance.now() - start) / 1000); else requestAnimationFrame(poll); }})();
+    """, element)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="default")
@@ -61,28 +82,26 @@ def main() -> None:
         driver = chrome()
         page = Page(driver, base)
         page.open(f"?model={args.model}")
-        def labels(graph: str) -> str:
-            return str(driver.execute_script(
-                "const gd = document.querySelector('#' + arguments[0] + ' .js-plotly-plot');"
-                "return gd && gd._fullData && gd._fullData.length ? gd._fullData[0].x : null", graph))
-
+        driver.set_script_timeout(120)
         for i, text in enumerate(texts):
             page.tab("Attention")
             page.wait(lambda: page.figure("attn-pattern"), timeout=120)
-            before = labels("attn-pattern"), labels("lens-grid")
             page.type("prompt", text)
-            start = time.perf_counter()
-            page.click("prompt-run")
-            # drawn: the large pattern shows the new prompt's tokens (the grid is drawn by then too)
-            page.wait(lambda: labels("attn-pattern") != before[0] and page.figure("attn-pattern")[0]["cols"] == n[i]
-                      and page.figure("attn-grid"), timeout=120)
-            middle = time.perf_counter()
-            page.tab("Lens")
-            page.wait(lambda: labels("lens-grid") not in (before[1], "None"), timeout=120)
-            end = time.perf_counter()
+            # drawn: the large pattern shows the new prompt's tokens, and the grid is there
+            attention_s = clicked_until(driver, page.find("prompt-run"), f"""
+                const gd = document.querySelector('#attn-pattern .js-plotly-plot');
+                return gd && gd._fullData && gd._fullData.length && gd._fullData[0].x.join('|') !== before
+                    && gd._fullData[0].z.length && gd._fullData[0].z[0].length === {n[i]}
+                    && document.querySelector('#attn-grid .js-plotly-plot')._fullData.length;""",
+                                          before=PATTERN_LABELS)
+            lens_s = clicked_until(driver, page.d.find_element(
+                "xpath", "//div[contains(@class, 'tab') and normalize-space()='Lens']"), """
+                const gd = document.querySelector('#lens-grid .js-plotly-plot');
+                return gd && gd._fullData && gd._fullData.length && gd._fullData[0].x.join('|') !== before;""",
+                                   before=LENS_LABELS)
             if i:  # the first round warms the browser and the app up
-                attention.append(middle - start)
-                lens.append(end - middle)
+                attention.append(attention_s)
+                lens.append(lens_s)
         driver.quit()
     a, b = statistics.median(attention), statistics.median(lens)
     print(f"{args.model}, {statistics.median(n[1:]):.0f}-token prompts, median of {args.repeats}: submit -> attention "
