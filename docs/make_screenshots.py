@@ -1,7 +1,8 @@
-"""README screenshots of the dashboard on the default model: attention, lens, causal trace, heads.
+"""README screenshots of the dashboard on the default model: attention, lens, causal trace, heads, circuit.
 
 Starts ``headscope app`` on the default model, drives it in headless Chromium (as the tests do) and
-writes ``docs/dashboard-<view>.png``.
+writes ``docs/dashboard-<view>.png``. The circuit's nodes are sized by the addition effects of the
+arithmetic run in ``docs/arithmetic``.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
@@ -20,6 +22,7 @@ from browser import Page, app_server, chrome  # noqa: E402
 def main() -> None:
     runs = Path(tempfile.mkdtemp()) / "runs"
     runs.mkdir()
+    shutil.copytree(HERE / "arithmetic", runs / "arithmetic")
     with app_server("default", runs) as base:
         driver = chrome()
         page = Page(driver, base)
@@ -40,6 +43,16 @@ def main() -> None:
         page.choose("heads-score", "previous_token")
         page.wait(lambda: "previous_token" in (page.figure("heads-map") or [{}])[0].get("title", ""), timeout=300)
         save(page, "heads")
+        page.open("?model=default&tab=circuit&layer=20&head=8")
+        page.type("circuit-min-z", "100", submit=True)
+        page.click("circuit-run")
+        page.wait(lambda: "edges between" in page.text("circuit-summary"), timeout=300, what="the graph")
+        page.choose("circuit-importance", "run arithmetic: effect (op=add, mode=zero)")
+        page.wait(lambda: page.d.execute_script(
+            "return document.getElementById('circuit-graph')._cyreg.cy.nodes().some(n => n.data('importance') !== null)"),
+            what="node sizes")
+        time.sleep(1)  # the layout settles
+        save(page, "circuit")
         driver.quit()
 
 

@@ -162,6 +162,7 @@ def test_circuit_graph_selects_heads(page):
     nodes = page.wait(lambda: (n := page.d.execute_script(sizes)) and all(v is not None for *_, v in n) and n,
                       what="node sizes from the saved run")
     assert all(v == arith_effect(l, h, "add", "zero") for l, h, v in nodes)
+    page.shot("circuit")
     page.type("circuit-min-z", "1000", submit=True)
     page.wait(lambda: page.text("circuit-summary").startswith("0 edges"), what="no edge above z 1000")
 

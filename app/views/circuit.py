@@ -102,7 +102,7 @@ def _elements(graph, selected: tuple[int, int]) -> list[dict]:
     for node, value in zip(data["nodes"], imp):
         d = node["data"]
         size = 14 + (26 * value / top if top and pd.notna(value) else 0)
-        nodes.append({"data": {**d, "size": size}, "position": {"x": 70 * d["head"], "y": 45 * d["layer"]},
+        nodes.append({"data": {**d, "size": size}, "position": {"x": 150 * d["head"], "y": 45 * d["layer"]},
                       "classes": "selected" if (d["layer"], d["head"]) == selected else ""})
     edges = [{"data": {**e["data"], "color": COLORS[e["data"]["kind"]], "width": 1 + 5 * e["data"]["score"] / best}}
              for e in data["edges"]]
