@@ -87,10 +87,14 @@ def _read_shards(directory: Path, shards: list[str]) -> dict[str, torch.Tensor]:
 
 
 def _select(name: str, act: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor,
-            heads: torch.Tensor | None) -> torch.Tensor:
-    """Rows ``(rows[i], positions[i])`` of an activation, per-head hooks restricted to ``heads``."""
+            heads: torch.Tensor | None, n_keys: int) -> torch.Tensor:
+    """Rows ``(rows[i], positions[i])`` of an activation, per-head hooks restricted to ``heads``.
+    Attention rows get ``n_keys`` keys (the longest prompt's length), whatever their batch's length:
+    a key a prompt does not have gets weight 0 and the dtype's lowest score, as masking gives."""
     if name.endswith(PATTERN_HOOKS):
         act = act.transpose(1, 2)  # [batch, query, head, key]
+        fill = 0.0 if name.endswith("hook_pattern") else torch.finfo(act.dtype).min
+        act = torch.nn.functional.pad(act, (0, n_keys - act.shape[-1]), value=fill)
     out = act[rows, positions]
     if heads is not None and out.ndim >= 3:
         out = out[:, heads]
@@ -131,7 +135,8 @@ def capture(
     if positions not in ("last", "all") and not (isinstance(positions, tuple) and len(positions) == 2):
         raise HeadscopeError(f"positions {positions!r} must be 'last', 'all' or a (start, end) token span")
     toks = [model.tokenize(p) for p in prompts]
-    batch_size = batch_size or auto_batch_size(model, max(len(t) for t in toks))
+    longest = max(len(t) for t in toks)
+    batch_size = batch_size or auto_batch_size(model, longest)
     started = time.perf_counter()
 
     meta = {"model": model.spec, "hooks": names, "positions": positions if isinstance(positions, str) else list(positions),
@@ -145,7 +150,7 @@ def capture(
             if len(rows) == 0:
                 continue
             result = run(model, batch, cache=names,
-                         keep=lambda n, a: _select(n, a, rows.to(a.device), pos.to(a.device), head_index))
+                         keep=lambda n, a: _select(n, a, rows.to(a.device), pos.to(a.device), head_index, longest))
             ids = batch.input_ids[rows, pos].tolist()
             frame = pd.DataFrame({"prompt": (rows + sl.start).tolist(), "position": pos.tolist(),
                                   "token": [model.tokenizer.decode([i]) for i in ids]})

@@ -74,6 +74,25 @@ def test_capture_heads_layers_and_patterns(tiny_llama):
     torch.testing.assert_close(pattern.sum(-1), torch.ones(len(PROMPTS), 2))
 
 
+def test_patterns_from_batches_of_different_lengths(tiny_llama, tmp_path):
+    prompts = ["a b c", "one two three four five six seven eight", "x"]
+    hooks = ["blocks.1.attn.hook_pattern", "blocks.1.attn.hook_attn_scores"]
+    together = capture(tiny_llama, prompts, hooks, positions="all", progress=False)
+    for kwargs in ({}, {"out": tmp_path / "acts", "shard_rows": 2}):
+        apart = capture(tiny_llama, prompts, hooks, positions="all", batch_size=1, progress=False, **kwargs)
+        apart = load_result(tmp_path / "acts") if kwargs else apart
+        for hook in hooks:
+            torch.testing.assert_close(apart[hook], together[hook])
+    width = max(len(tiny_llama.tokenize(p)) for p in prompts)
+    pattern, scores = together[hooks[0]], together[hooks[1]]
+    assert pattern.shape == (len(together.frame), tiny_llama.n_heads, width)
+    torch.testing.assert_close(pattern.sum(-1), torch.ones(pattern.shape[:2]))
+    # keys after the query's own position (or past the prompt) have weight 0 and the lowest score
+    later = torch.arange(width)[None, :] > torch.tensor(together.frame["position"].values)[:, None]
+    assert (pattern.permute(0, 2, 1)[later] == 0).all()
+    assert (scores.permute(0, 2, 1)[later] == torch.finfo(scores.dtype).min).all()
+
+
 def test_streamed_capture_reloads_equal(tiny_llama, tmp_path):
     in_memory = capture(tiny_llama, PROMPTS * 3, "blocks.*.hook_mlp_out", positions="all", progress=False)
     streamed = capture(tiny_llama, PROMPTS * 3, "blocks.*.hook_mlp_out", positions="all", batch_size=2,
