@@ -23,6 +23,13 @@ def _common(parser: argparse.ArgumentParser, several_models: bool = False) -> No
     parser.add_argument("--batch-size", type=int, default=None, help="rows per forward (default: fit memory)")
 
 
+def _out(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="new output directory (an existing one is refused, "
+                                                     "unless it is a headscope result and --overwrite is given)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the headscope result at --out (only its own files are removed)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="headscope", description="A mechanistic-interpretability workbench.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -38,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("--heads", default=None, help="comma-separated heads for per-head hooks (default: all)")
     cap.add_argument("--positions", default="last", help="last, all, or START:END token span")
     cap.add_argument("--shard-rows", type=int, default=4096, help="rows per safetensors shard")
-    cap.add_argument("--out", required=True, help="output directory")
+    _out(cap)
 
     tr = sub.add_parser("trace", help="causal tracing (ROME) of one prompt, or averaged over a fact file")
     _common(tr)
@@ -51,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--samples", type=int, default=10, help="noised copies of the prompt")
     tr.add_argument("--noise", default="3sd", help="noise scale: a multiple of the embedding std (3sd) or a number")
     tr.add_argument("--window", type=int, default=None, help="layers restored around each layer (default n_layers/5)")
-    tr.add_argument("--out", required=True, help="output directory")
+    _out(tr)
 
     pa = sub.add_parser("patch", help="activation (or attribution) patching of a clean into a corrupted prompt")
     _common(pa)
@@ -61,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--foil", default=None, help="with a foil the metric is the logit difference target - foil")
     pa.add_argument("--kinds", default="resid,attn,mlp,heads", help="comma-separated: resid, attn, mlp, heads, heads_by_pos")
     pa.add_argument("--method", default="activation", help="activation (exact) or attribution (gradient estimate)")
-    pa.add_argument("--out", required=True, help="output directory")
+    _out(pa)
     hd = sub.add_parser("heads", help="head ablation, importance and detectors for prompt sets: a batch report")
     _common(hd, several_models=True)
     hd.add_argument("--prompts", nargs="+", required=True, help="JSONL prompt sets (prompt, target, foil, corrupted)")
@@ -71,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     hd.add_argument("--gradient", action="store_true", help="add gradient importance (Michel et al.)")
     hd.add_argument("--pruning-curve", action="store_true", help="add the pruning curve with random controls")
     hd.add_argument("--chunk-size", type=int, default=16, help="prompts per resumable chunk")
-    hd.add_argument("--out", required=True)
+    _out(hd)
     le = sub.add_parser("lens", help="logit lens of one prompt: every layer's residual stream read as tokens")
     _common(le)
     le.add_argument("--prompt", required=True)
@@ -79,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     le.add_argument("--lens", default="logit", help="logit, or tuned (a lens trained with lens-train)")
     le.add_argument("--lens-file", default=None, help="tuned lens file (default: this model's lens in the cache)")
     le.add_argument("--top-k", type=int, default=5)
-    le.add_argument("--out", required=True)
+    _out(le)
     lt = sub.add_parser("lens-train", help="train a tuned lens and report its held-out KL against the logit lens")
     _common(lt)
     lt.add_argument("--tokens", type=int, default=2**14, help="training tokens in all (steps x tokens per step)")
@@ -89,12 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "(default: the shipped passages)")
     lt.add_argument("--eval-tokens", type=int, default=2**12, help="held-out tokens to compare the lenses on")
     lt.add_argument("--out", default=None, help="lens file (default: the cache, where --lens tuned finds it)")
+    lt.add_argument("--overwrite", action="store_true", help="replace an earlier lens file of headscope's at --out")
     rt = sub.add_parser("retrieval", help="retrieval-head scores from needle-in-a-haystack tests")
     _common(rt)
     _needle_tests(rt)
     rt.add_argument("--mode", default="greedy", help="greedy (the reference's score) or teacher-forced")
     rt.add_argument("--threshold", type=float, default=0.1, help="score above which a head is a retrieval head")
-    rt.add_argument("--out", required=True)
+    _out(rt)
     rm = sub.add_parser("retrieval-mask", help="mask the top-k retrieval heads vs k random other heads")
     _common(rm)
     _needle_tests(rm, lengths="512,1024", depths="0.1,0.5,0.9")
@@ -103,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     rm.add_argument("--modes", default="uniform,zero", help="uniform (query zeroed, the reference's) and/or zero")
     rm.add_argument("--seeds", type=int, default=3, help="random head sets per k")
     rm.add_argument("--threshold", type=float, default=0.1, help="heads above it are not drawn as random heads")
-    rm.add_argument("--out", required=True)
+    _out(rm)
     ar = sub.add_parser("arithmetic", help="arithmetic heads per operation, with layer and neuron analysis")
     _common(ar)
     ar.add_argument("--ops", default="add,sub,mul,div", help="comma-separated operations: add, sub, mul, div")
@@ -119,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "(default: all)")
     ar.add_argument("--cna-heads", default="1", help="a number k (each operation's top k heads) or heads "
                                                      "'layer-head,...' ablated for comparative neuron analysis")
-    ar.add_argument("--out", required=True)
+    _out(ar)
     sv = sub.add_parser("svd", help="composition scores between heads, low-rank channels and the head graph")
     _common(sv)
     sv.add_argument("--kinds", default="q,k,v", help="comma-separated composition kinds: q, k, v")
@@ -128,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--no-fold-norm", action="store_true", help="use the raw weights (TransformerLens's scores)")
     sv.add_argument("--min-z", type=float, default=5.0, help="graph edges: pairs at least this many sd above chance")
     sv.add_argument("--importance", default=None, help="a run dir (heads.parquet) whose head scores size the nodes")
-    sv.add_argument("--out", required=True)
+    _out(sv)
     la = sub.add_parser("laundry", help="list recall by list length, optionally scaling a writer head's subspace")
     _common(la)
     la.add_argument("--lengths", default="2,3,4,5,6,8", help="comma-separated list lengths")
@@ -137,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     la.add_argument("--writer", default=None, help="layer-head whose components are scaled, e.g. 14-3")
     la.add_argument("--components", default=None, help="comma-separated component indices of the writer")
     la.add_argument("--scales", default="1,0", help="comma-separated scales of the subspace (1 = unchanged)")
-    la.add_argument("--out", required=True)
+    _out(la)
     ap = sub.add_parser("app", help="start the dashboard (binds to 127.0.0.1 unless --host says otherwise)")
     ap.add_argument("--model", default="default", help="model to load at start (the page can load others)")
     ap.add_argument("--runs", default="runs", help="directory of saved results to browse")
@@ -153,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--task", default="auto", help="auto, classify or regress")
     pr.add_argument("--control", default="token", help="token (Hewitt & Liang) or shuffle")
     pr.add_argument("--test-fraction", type=float, default=0.25)
-    pr.add_argument("--out", required=True)
+    _out(pr)
     return parser
 
 
@@ -240,7 +248,8 @@ def cmd_capture(args) -> None:
     model = _load(args)
     result = capture(model, prompts, args.hooks, layers=_int_list(args.layers, "layers"),
                      heads=_int_list(args.heads, "heads"), positions=_positions(args.positions),
-                     batch_size=args.batch_size, out=args.out, shard_rows=args.shard_rows)
+                     batch_size=args.batch_size, out=args.out, shard_rows=args.shard_rows,
+                     overwrite=args.overwrite)
     print(f"captured {len(result.frame)} rows of {len(result.meta['hooks'])} hooks to {args.out}")
 
 
@@ -254,7 +263,7 @@ def cmd_trace(args) -> None:
         result = average_indirect_effects(_load(args), facts, kinds=_kinds(args.kinds), samples=args.samples,
                                           noise=_noise(args.noise), window=args.window, max_facts=args.max_facts,
                                           seed=args.seed, batch_size=args.batch_size)
-        result.save(args.out)
+        result.save(args.out, overwrite=args.overwrite)
         print(f"averaged over {result.meta['n_facts']} known facts ({result.meta['n_dropped']} of "
               f"{result.meta['n_facts_given']} dropped as unknown) -> {args.out}")
         return
@@ -264,7 +273,7 @@ def cmd_trace(args) -> None:
 
     result = trace(_load(args), args.prompt, args.subject, args.target, kinds=_kinds(args.kinds), samples=args.samples,
                    noise=_noise(args.noise), window=args.window, seed=args.seed, batch_size=args.batch_size)
-    result.save(args.out)
+    result.save(args.out, overwrite=args.overwrite)
     meta = result.meta
     for note in meta["notes"]:
         print(f"note: {note}")
@@ -283,7 +292,7 @@ def cmd_patch(args) -> None:
                                      batch_size=args.batch_size)
     else:
         result = attribution_patching(model, args.clean, args.corrupted, args.target, args.foil, kinds=_kinds(args.kinds))
-    result.save(args.out)
+    result.save(args.out, overwrite=args.overwrite)
     print(f"{args.method} patching, {result.meta['metric']}: clean {result.meta['clean_metric']:.4f}, "
           f"corrupted {result.meta['corrupted_metric']:.4f} -> {args.out}")
 
@@ -293,7 +302,8 @@ def cmd_heads(args) -> None:
 
     out = head_report(args.model, args.prompts, args.out, mode=args.ablation, metric=args.metric,
                       positions=args.positions, gradient=args.gradient, pruning=args.pruning_curve, seed=args.seed,
-                      device=args.device, dtype=args.dtype, batch_size=args.batch_size, chunk_size=args.chunk_size)
+                      device=args.device, dtype=args.dtype, batch_size=args.batch_size, chunk_size=args.chunk_size,
+                      overwrite=args.overwrite)
     print(f"head report -> {out}/report.html")
 
 
@@ -308,7 +318,7 @@ def cmd_lens(args) -> None:
         result = tuned_lens(model, args.prompt, args.lens_file, target=args.target, top_k=args.top_k)
     else:
         result = logit_lens(model, args.prompt, target=args.target, top_k=args.top_k)
-    result.save(args.out)
+    result.save(args.out, overwrite=args.overwrite)
     for note in result.meta["notes"]:
         print(f"note: {note}")
     last = result.frame[result.frame["position"] == result.frame["position"].max()].sort_values("layer")
@@ -317,11 +327,13 @@ def cmd_lens(args) -> None:
 
 
 def cmd_lens_train(args) -> None:
-    from headscope.probes.tuned_lens import default_path, lens_kl, train_tuned_lens
+    from headscope.probes.tuned_lens import check_lens_path, default_path, lens_kl, train_tuned_lens
 
+    if args.out:
+        check_lens_path(args.out, args.overwrite)  # before the model loads and trains
     model = _load(args)
     lens = train_tuned_lens(model, args.text, tokens=args.tokens, steps=args.steps, seq_len=args.seq_len, seed=args.seed)
-    path = lens.save(args.out or default_path(model))
+    path = lens.save(args.out, args.overwrite) if args.out else lens.save(default_path(model), overwrite=True)
     kl = lens_kl(model, lens, tokens=args.eval_tokens, seq_len=args.seq_len).frame.pivot(
         index="layer", columns="lens", values="kl")
     print("held-out KL(final || lens), nats/token, layer: logit -> tuned")
@@ -336,7 +348,7 @@ def cmd_probe(args) -> None:
     result = linear_probe(_load(args), args.prompts, args.label, position=position, task=args.task,
                           control=args.control, test_fraction=args.test_fraction, seed=args.seed,
                           batch_size=args.batch_size)
-    result.save(args.out)
+    result.save(args.out, overwrite=args.overwrite)
     best = result.frame.loc[result.frame["accuracy"].idxmax()]
     print(f"best layer {int(best['layer'])}: {result.meta['task']} {best['accuracy']:.3f}, control "
           f"{best['control_accuracy']:.3f}, selectivity {best['selectivity']:.3f} -> {args.out}")
@@ -353,7 +365,7 @@ def cmd_retrieval(args) -> None:
     model = _load(args)
     result = retrieval_heads(model, _grid(args, model), mode=args.mode, max_new_tokens=args.max_new_tokens,
                              threshold=args.threshold)
-    result.save(args.out)
+    result.save(args.out, overwrite=args.overwrite)
     heads = result.heads()
     top = ", ".join(f"L{l}H{h} {s:.2f}" for l, h, s in heads[["layer", "head", "score"]].head(5).itertuples(index=False))
     print(f"{result.meta['n_kept']} of {result.meta['n_tests']} tests counted; "
@@ -370,7 +382,7 @@ def cmd_retrieval_mask(args) -> None:
     result = masking_test(model, _grid(args, model), scores, _int_list(args.k, "k"), modes=_kinds(args.modes),
                           seeds=args.seeds, threshold=args.threshold, max_new_tokens=args.max_new_tokens,
                           seed=args.seed)
-    result.save(args.out)
+    result.save(args.out, overwrite=args.overwrite)
     f = result.frame
     print(f"no heads masked: {f[f['kind'] == 'none']['accuracy'].iloc[0]:.3f}")
     for (mode, k), part in f[f["kind"] != "none"].groupby(["mode", "k"]):
@@ -383,7 +395,7 @@ def cmd_arithmetic(args) -> None:
     from headscope.circuits.arithmetic import Unsolved, arithmetic_heads
     from headscope.circuits.arithmetic_prompts import check_ops, operand_pairs, read_template
     from headscope.probes import HeadscopeError
-    from headscope.probes.atomic import atomic_dir
+    from headscope.probes.result import Result
 
     ops = check_ops(_kinds(args.ops))  # bad options stop here, before the model loads
     operand_pairs(ops[0], args.digits), read_template(args.template)
@@ -395,10 +407,9 @@ def cmd_arithmetic(args) -> None:
                                   neuron_prompts=args.neuron_prompts, neuron_layers=_int_list(args.neuron_layers, "neuron-layers"),
                                   cna_heads=cna, batch_size=args.batch_size)
     except Unsolved as err:
-        with atomic_dir(args.out) as tmp:
-            err.accuracy.to_parquet(tmp / "accuracy.parquet", index=False)
-        raise HeadscopeError(f"{err} (accuracy table -> {args.out}/accuracy.parquet)") from None
-    result.save(args.out)
+        Result(err.accuracy, {"model": model.spec, "unsolved": str(err)}).save(args.out, overwrite=args.overwrite)
+        raise HeadscopeError(f"{err} (accuracy table -> {args.out}/result.parquet)") from None
+    result.save(args.out, overwrite=args.overwrite)
     acc = result.accuracy[result.accuracy["template"] == result.meta["template"]]
     print("accuracy: " + ", ".join(f"{r.op} {r.accuracy:.2f}" for r in acc.itertuples()))
     zero = result.frame[result.frame["mode"] == result.meta["modes"][0]]
@@ -426,14 +437,14 @@ def _heads_option(text: str, option: str = "--cna-heads"):
 def cmd_svd(args) -> None:
     from headscope.circuits.circuit_graph import circuit_graph
     from headscope.circuits.composition import check_kinds, composition
-    from headscope.probes.atomic import atomic_dir
+    from headscope.probes.outputs import output_dir
 
     kinds = check_kinds(_kinds(args.kinds))
     importance = _importance(args.importance)
     result = composition(_load(args), kinds, top=args.top, components=args.components,
                          fold_norm=not args.no_fold_norm, seed=args.seed)
     graph = circuit_graph(result, importance, min_z=args.min_z)
-    with atomic_dir(args.out) as tmp:
+    with output_dir(args.out, args.overwrite) as tmp:
         result.save(tmp / "composition")
         graph.save(tmp / "graph")
         for name in ("composition.parquet", "channels.parquet", "meta.json"):
@@ -480,7 +491,7 @@ def cmd_laundry(args) -> None:
     result = laundry_task(_load(args), _int_list(args.lengths, "lengths"), n=args.n, position=position,
                           seed=args.seed, writer=writer, components=components, scales=scales,
                           batch_size=args.batch_size)
-    result.save(args.out)
+    result.save(args.out, overwrite=args.overwrite)
     acc = result.accuracy()
     for scale, part in acc.groupby("scale"):
         print(f"scale {scale:g}: accuracy among items by length " + ", ".join(
@@ -507,6 +518,10 @@ def main(argv: list[str] | None = None) -> int:
     from headscope.probes import HeadscopeError
 
     try:
+        if getattr(args, "out", None) and args.command != "lens-train":
+            from headscope.probes.outputs import check_output_dir
+
+            check_output_dir(args.out, args.overwrite)  # before any model loads or work starts
         COMMANDS[args.command](args)
     except HeadscopeError as err:
         print(f"headscope: error: {err}", file=sys.stderr)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -31,7 +32,7 @@ from pathlib import Path
 import pandas as pd
 
 from headscope.probes import HeadscopeError, Model, load_model
-from headscope.probes.atomic import new_staging, replace_dir
+from headscope.probes.outputs import check_output_dir, commit, new_staging
 from headscope.probes.progress import tracked
 from headscope.probes.result import library_versions
 
@@ -58,11 +59,14 @@ def head_report(
     dtype: str = "float32",
     batch_size: int | None = None,
     chunk_size: int = 16,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> Path:
-    """Run the head analyses for every model x prompt set and write the report (module docstring)."""
+    """Run the head analyses for every model x prompt set and write the report (module docstring).
+
+    ``out`` must be a new directory, or an earlier result replaced with ``overwrite`` (``outputs``)."""
     started = time.perf_counter()
-    out = Path(out)
+    out = check_output_dir(out, overwrite)
     if mode not in MODES:
         raise HeadscopeError(f"unknown ablation mode {mode!r}; use one of {', '.join(MODES)}")
     if metric not in METRICS:
@@ -84,14 +88,7 @@ def head_report(
               "prompt_files_mtime": [os.path.getmtime(p) for p in prompt_files], "mode": mode, "metric": metric,
               "positions": positions, "gradient": gradient, "pruning": pruning, "seed": seed, "dtype": dtype,
               "chunk_size": chunk_size}
-    partial = out.parent / f".{out.name}.partial"
-    if partial.exists():
-        try:
-            same = json.loads((partial / "params.json").read_text()) == params
-        except (OSError, ValueError):
-            same = False
-        if not same:
-            shutil.rmtree(partial)
+    partial = _resume_dir(out, params)
 
     heads_rows, by_prompt, pruning_rows, exports, sections, combos = [], [], [], {}, [], []
     for mi, spec in enumerate(models):
@@ -161,12 +158,36 @@ def head_report(
             pd.concat(pruning_rows, ignore_index=True).to_parquet(staging / "pruning.parquet", index=False)
         (staging / "report.html").write_text(_html(sections, heads, meta), encoding="utf-8")
         (staging / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
-        replace_dir(staging, out)
+        commit(staging, out, overwrite)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     shutil.rmtree(partial, ignore_errors=True)
     return out
+
+
+def _resume_dir(out: Path, params: dict) -> Path:
+    """``.<out>.partial`` beside ``out``: its chunks are reused when ``params`` match, else removed.
+
+    Only files this module writes there are ever removed; a directory of that name holding
+    anything else is refused."""
+    partial = out.parent / f".{out.name}.partial"
+    if not partial.exists():
+        return partial
+    ours = partial.is_dir() and not partial.is_symlink() and all(
+        f.is_file() and (f.name == "params.json" or _CHUNK.fullmatch(f.name)) for f in partial.iterdir())
+    if not ours:
+        raise HeadscopeError(f"{partial} exists and is not a head report's resume directory; move it away")
+    try:
+        same = json.loads((partial / "params.json").read_text()) == params
+    except (OSError, ValueError):
+        same = False
+    if not same:
+        shutil.rmtree(partial)
+    return partial
+
+
+_CHUNK = re.compile(r"m\d+-s\d+-c\d+\.(parquet|tmp)")
 
 
 def _chunk(setup, path: Path, indices: list[int], batch_size) -> pd.DataFrame:

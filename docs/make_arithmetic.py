@@ -20,7 +20,7 @@ HERE = Path(__file__).parent
 def main() -> None:
     model = load_model("default", device="cpu")
     result = arithmetic_heads(model)
-    result.save(HERE / "arithmetic")
+    result.save(HERE / "arithmetic", overwrite=True)
     (HERE / "arithmetic" / "report.html").unlink()  # it carries plotly.js (4.6 MB); the PNG shows the heads
     neurons = result.neurons.groupby("op", group_keys=False)  # every neuron is 6 MB: keep each op's top 50
     top = neurons.apply(lambda g: g.nlargest(50, "score")), neurons.apply(lambda g: g.nlargest(50, "cna_score"))

@@ -46,7 +46,7 @@ def main() -> None:
 
         model = load_model(args.model)
         result = average_indirect_effects(model, DATA_DIR / "facts.jsonl", max_facts=args.max_facts)
-        result.save(HERE / "average_trace")
+        result.save(HERE / "average_trace", overwrite=True)
     meta = result.meta
     print(f"{meta['model']}: {meta['n_facts']} of {meta['n_known']} known facts ({meta['n_facts_given']} given); "
           f"mean clean p {meta['mean_high_score']:.3f}, corrupted p {meta['mean_low_score']:.3f}")

@@ -24,7 +24,7 @@ def main() -> None:
     model = load_model("default", device="cpu")
     lens = load_tuned_lens(model, args.lens) if args.lens else train_tuned_lens(model)
     result = lens_kl(model, lens)
-    result.save(HERE / "lens_kl")
+    result.save(HERE / "lens_kl", overwrite=True)
     table = result.frame.pivot(index="layer", columns="lens", values="kl")
     print(table.round(2).to_string())
     write_png(result.plot(), HERE / "lens_kl.png", 900, 420)

@@ -25,8 +25,8 @@ def main() -> None:
     grid = needle_grid(model, [256, 512, 1024, 2048], [0, 0.25, 0.5, 0.75, 1], needles)
     greedy = retrieval_heads(model, grid, mode="greedy")
     forced = retrieval_heads(model, grid, mode="teacher-forced")
-    greedy.save(HERE / "retrieval" / "greedy")
-    forced.save(HERE / "retrieval" / "teacher_forced")
+    greedy.save(HERE / "retrieval" / "greedy", overwrite=True)
+    forced.save(HERE / "retrieval" / "teacher_forced", overwrite=True)
     heads = greedy.heads()
     print(f"greedy: {greedy.meta['n_kept']} of {greedy.meta['n_tests']} tests counted, "
           f"{(heads['score'] > 0.1).mean():.1%} of heads above 0.1, {greedy.meta['seconds']} s; "
@@ -35,7 +35,7 @@ def main() -> None:
     print("agreement of the modes:", {k: round(v, 3) for k, v in agreement(greedy, forced).items()})
     masking = masking_test(model, needle_grid(model, [512, 1024], [0.1, 0.5, 0.9], needles),
                            dict(zip(greedy.ranking(), heads["score"])), [1, 5, 10, 20])
-    masking.save(HERE / "retrieval" / "masking")
+    masking.save(HERE / "retrieval" / "masking", overwrite=True)
     print(masking.frame.groupby(["mode", "kind", "k"])["accuracy"].agg(["mean", "min", "max"]).round(3).to_string())
     for run in ("greedy", "teacher_forced", "masking"):  # each carries plotly.js (4.6 MB); the PNGs show them
         (HERE / "retrieval" / run / "report.html").unlink()

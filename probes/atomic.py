@@ -1,7 +1,8 @@
-"""Write a directory (or file) atomically: build it under a temporary sibling name, rename it into place.
+"""Write a cache entry (directory or file) atomically: build it under a temporary sibling name, rename it into place.
 
-An interrupted writer (error, Ctrl-C) leaves no directory that a later run would trust: the
-staging directory is removed, and an older directory of the same name is replaced only at the end.
+Only for headscope's own cache, whose entries are keyed by content and may be replaced whole; a
+user's output goes through ``outputs``, which never replaces what headscope did not write.
+An interrupted writer (error, Ctrl-C) leaves no entry that a later run would trust.
 """
 
 from __future__ import annotations
@@ -14,16 +15,8 @@ from pathlib import Path
 from typing import Iterator
 
 
-def new_staging(target: Path) -> Path:
-    """An empty sibling directory of ``target`` to build it in."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
-    os.chmod(staging, 0o755)
-    return staging
-
-
-def replace_dir(staging: Path, target: Path) -> None:
-    """Move a finished staging directory to ``target``, replacing an older one only at the end."""
+def _replace_dir(staging: Path, target: Path) -> None:
+    """Move a finished staging directory to ``target``, replacing an older cache entry only at the end."""
     old = None
     if target.exists():
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
@@ -37,10 +30,12 @@ def replace_dir(staging: Path, target: Path) -> None:
 def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     """``with atomic_dir(target) as tmp:`` write into ``tmp``; it becomes ``target`` on success."""
     target = Path(target)
-    staging = new_staging(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    os.chmod(staging, 0o755)
     try:
         yield staging
-        replace_dir(staging, target)
+        _replace_dir(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -23,7 +23,7 @@ from .engine import auto_batch_size, chunks, hook_names, run
 from .errors import HeadscopeError
 from .model import Model
 from .prompts import read_prompts
-from .atomic import new_staging, replace_dir
+from .outputs import check_output_dir, commit, new_staging
 from .result import Result, read_table, write_meta
 from .progress import tracked
 
@@ -113,10 +113,12 @@ def capture(
     device: str = "cpu",
     out: str | Path | None = None,
     shard_rows: int = 4096,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> Activations:
     """Capture activations; ``positions`` is ``"last"``, ``"all"`` or a token span ``(start, end)``;
-    ``device`` is where the captured tensors are kept: ``"cpu"`` or ``"model"`` (e.g. stay on the GPU)."""
+    ``device`` is where the captured tensors are kept: ``"cpu"`` or ``"model"`` (e.g. stay on the GPU).
+    With ``out`` the rows stream to a new directory (``overwrite``: replace an earlier result there)."""
     if isinstance(prompts, (str, Path)):
         prompts = read_prompts(prompts)
     prompts = list(prompts)
@@ -141,7 +143,7 @@ def capture(
 
     meta = {"model": model.spec, "hooks": names, "positions": positions if isinstance(positions, str) else list(positions),
             "heads": None if heads is None else list(heads), "n_prompts": len(prompts), "batch_size": batch_size}
-    writer = _ShardWriter(Path(out), shard_rows) if out is not None else None
+    writer = _ShardWriter(Path(out), shard_rows, overwrite) if out is not None else None
     frames, kept = [], {n: [] for n in names}
     try:
         for sl in tracked(list(chunks(len(toks), batch_size)), desc="capture", unit="batch", disable=not progress):
@@ -187,12 +189,13 @@ def _row_positions(batch, positions) -> tuple[torch.Tensor, torch.Tensor]:
 class _ShardWriter:
     """Buffers captured rows and writes safetensors shards into a staging directory."""
 
-    def __init__(self, target: Path, shard_rows: int):
+    def __init__(self, target: Path, shard_rows: int, overwrite: bool):
         if shard_rows < 1:
             raise HeadscopeError(f"shard_rows {shard_rows} must be at least 1")
-        self.target = target
+        self.target = check_output_dir(target, overwrite)
+        self.overwrite = overwrite
         self.shard_rows = shard_rows
-        self.staging = new_staging(target)
+        self.staging = new_staging(self.target)
         self.frames: list[pd.DataFrame] = []
         self.buffer: dict[str, list[torch.Tensor]] = {}
         self.buffered = 0
@@ -222,7 +225,7 @@ class _ShardWriter:
         result = Activations(frame, {**meta, "shards": self.shards})
         frame.to_parquet(self.staging / f"{Activations.table}.parquet", index=False)
         write_meta(self.staging, result.meta)
-        replace_dir(self.staging, self.target)
+        commit(self.staging, self.target, self.overwrite)
         result._directory = self.target
         return result
 

@@ -2,8 +2,8 @@
 
 A result is a tidy long-form DataFrame (one row per layer/head/position/...) plus a metadata dict
 (model spec, parameters, seed, library versions, timings). ``save(dir)`` writes ``<name>.parquet``
-and ``meta.json`` into a temporary sibling directory and renames it into place, so an interrupted
-run never leaves a directory that looks complete. ``load_result(dir)`` returns the right subclass,
+and ``meta.json`` into a temporary sibling directory and moves it into place, so an interrupted
+run never leaves a directory that looks complete, and never replaces files headscope did not write. ``load_result(dir)`` returns the right subclass,
 found through the ``kind`` recorded in ``meta.json``.
 """
 
@@ -18,8 +18,8 @@ from typing import Any, ClassVar
 
 import pandas as pd
 
-from .atomic import atomic_dir
 from .errors import HeadscopeError
+from .outputs import output_dir
 
 _KINDS: dict[str, type["Result"]] = {}
 
@@ -68,9 +68,13 @@ class Result:
     def _save_extra(self, directory: Path) -> None:
         """Hook for subclasses that store more than the table."""
 
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Write ``<table>.parquet`` and ``meta.json`` to ``directory`` atomically."""
-        with atomic_dir(directory) as staging:
+    def save(self, directory: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write ``<table>.parquet`` and ``meta.json`` to the new directory ``directory``, atomically.
+
+        An existing directory is refused unless it is an earlier result and ``overwrite`` is true;
+        then only that result's files are replaced (``outputs``).
+        """
+        with output_dir(directory, overwrite) as staging:
             self.frame.to_parquet(staging / f"{self.table}.parquet", index=False)
             self._save_extra(staging)
             write_meta(staging, self.meta)

@@ -39,6 +39,7 @@ from .engine import auto_batch_size, chunks, run
 from .errors import HeadscopeError
 from .model import Model
 from .model_files import cache_dir
+from .outputs import check_output_file
 from .result import Result, library_versions
 from .progress import tracked
 
@@ -78,13 +79,13 @@ class TunedLens:
                                  f"({mine['architecture']}, fingerprint {mine['fingerprint'][:12]}), not for "
                                  f"{model.spec!r} ({theirs['architecture']}, fingerprint {theirs['fingerprint'][:12]})")
 
-    def save(self, path: str | Path) -> Path:
-        """Write ``path`` (safetensors; ``.safetensors`` is added when missing) and its ``.json`` beside it."""
+    def save(self, path: str | Path, overwrite: bool = False) -> Path:
+        """Write ``path`` (safetensors; ``.safetensors`` is added when missing) and its ``.json`` beside it.
+
+        Existing files are refused unless both are a tuned lens of ours and ``overwrite`` is true."""
         from safetensors.torch import save_file
 
-        path = Path(path)
-        if path.suffix != ".safetensors":
-            path = path.with_name(path.name + ".safetensors")
+        path = check_lens_path(path, overwrite)
         text = json.dumps(self.meta, indent=2)
         with atomic_file(path) as tmp:
             save_file({"weight": self.weight.detach().float().cpu().contiguous(),
@@ -92,6 +93,27 @@ class TunedLens:
         with atomic_file(path.with_suffix(".json")) as tmp:
             tmp.write_text(text)
         return path
+
+
+def check_lens_path(path: str | Path, overwrite: bool = False) -> Path:
+    """The lens file ``TunedLens.save`` would write (``.safetensors`` added), checked with its ``.json``."""
+    path = Path(path).expanduser()
+    if path.suffix != ".safetensors":
+        path = path.with_name(path.name + ".safetensors")
+    check_output_file(path, overwrite, _is_lens_file)
+    check_output_file(path.with_suffix(".json"), overwrite, lambda p: _is_lens_file(p.with_suffix(".safetensors")))
+    return path
+
+
+def _is_lens_file(path: Path) -> bool:
+    """A safetensors file written by ``TunedLens.save``."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return "headscope" in (f.metadata() or {})
+    except (SafetensorError, OSError, ValueError):
+        return False
 
 
 def default_path(model: Model) -> Path:

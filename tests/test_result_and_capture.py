@@ -35,7 +35,7 @@ def test_interrupted_save_keeps_the_old_result(tmp_path, monkeypatch):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        Failing(pd.DataFrame({"score": [2.0]}), {"model": "new"}).save(tmp_path / "r")
+        Failing(pd.DataFrame({"score": [2.0]}), {"model": "new"}).save(tmp_path / "r", overwrite=True)
     assert load_result(tmp_path / "r").meta["model"] == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
 
