@@ -19,8 +19,8 @@ from pathlib import Path
 import dash
 from dash import ALL, Dash, Input, Output, State, ctx, dcc, html
 
-from headscope.probes.model_files import alias_names
-from headscope.probes.random_models import CONFIGS
+from ..probes.models.files import alias_names
+from ..probes.models.random_models import CONFIGS
 
 from . import state
 from .session import ModelSession

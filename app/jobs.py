@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 
 from dash import DiskcacheManager
 
-from headscope.probes.progress import Cancelled, listen
+from ..probes.progress import Cancelled, listen
 
 _cancel_flag: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar("headscope_job", default=None)
 

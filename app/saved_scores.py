@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from headscope.probes import HeadscopeError
+from ..probes import HeadscopeError
 
 from .views.runs import find_runs
 

@@ -15,7 +15,7 @@ import time
 from collections import OrderedDict
 from typing import Any, Callable, Iterator
 
-from headscope.probes import HeadscopeError, Model, load_model
+from ..probes import HeadscopeError, Model, load_model
 
 
 class ModelSession:

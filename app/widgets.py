@@ -8,8 +8,8 @@ import dash
 from dash import html
 from dash.exceptions import PreventUpdate
 
-from headscope.probes import HeadscopeError
-from headscope.probes.progress import Cancelled
+from ..probes import HeadscopeError
+from ..probes.progress import Cancelled
 
 
 def error_box(message: str) -> html.Div:

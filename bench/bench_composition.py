@@ -15,8 +15,8 @@ import time
 
 import torch
 
-from headscope.circuits.composition import component_scores, reader_factor, writer_svd
-from headscope.circuits.head_weights import head_weights
+from headscope.circuits.composition.scores import component_scores, reader_factor, writer_svd
+from headscope.circuits.composition.weights import head_weights
 from headscope.probes import load_model
 
 

@@ -18,7 +18,7 @@ import time
 import torch
 
 from headscope.probes import Edit, capture, load_model, run
-from headscope.probes.engine import chunks
+from headscope.probes.engine.run import chunks
 
 
 def timed(fn, device, repeats: int) -> float:
@@ -79,18 +79,18 @@ def main() -> None:
     hook = f"blocks.{layer}.attn.hook_z"
     one = model.batch([prompt])
     many = model.batch([prompt] * model.n_heads)
-    resid = run(model, many, cache=[f"blocks.{layer}.hook_resid_pre"]).cache[f"blocks.{layer}.hook_resid_pre"]
+    resid = run(model, many, record=[f"blocks.{layer}.hook_resid_pre"]).cache[f"blocks.{layer}.hook_resid_pre"]
 
     def loop():
         for h in range(model.n_heads):
             edit = Edit(hook, rows=torch.tensor([0]), heads=torch.tensor([h]))
-            run(model, one, edits=[edit], logits_at=one.last)
+            run(model, one, interventions=[edit], logits_at=one.last)
 
     def batched():
-        run(model, many, edits=[Edit(hook, rows=heads, heads=heads)], logits_at=many.last)
+        run(model, many, interventions=[Edit(hook, rows=heads, heads=heads)], logits_at=many.last)
 
     def batched_from_layer():
-        run(model, many, edits=[Edit(hook, rows=heads, heads=heads)], start_layer=layer, resid=resid,
+        run(model, many, interventions=[Edit(hook, rows=heads, heads=heads)], start_layer=layer, resid=resid,
             logits_at=many.last)
 
     t_loop, t_batch, t_start = (timed(f, dev, args.repeats) for f in (loop, batched, batched_from_layer))

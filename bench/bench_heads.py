@@ -19,10 +19,10 @@ import time
 import numpy as np
 import torch
 
-from headscope.circuits.ablation import all_heads, head_ablation, prepare
-from headscope.circuits.importance import gradient_importance
-from headscope.probes import load_model, run
-from headscope.probes.engine import chunks
+from headscope.circuits.heads.ablation import all_heads, head_ablation, prepare
+from headscope.circuits.heads.importance import gradient_importance
+from headscope.probes import Intervention, load_model, run
+from headscope.probes.engine.run import chunks
 
 PROMPTS = [
     ("The Eiffel Tower is located in the city of", " Paris"),
@@ -70,7 +70,7 @@ def main() -> None:
             z = z.clone()
             z[:, :, head] = 0
             return z
-        logits = run(model, b, hooks=[(f"blocks.{layer}.attn.hook_z", zero)], logits_at=b.last).logits
+        logits = run(model, b, [Intervention.apply(f"blocks.{layer}.attn.hook_z", zero)], logits_at=b.last).logits
         return torch.log_softmax(logits.float(), -1)[torch.arange(len(b)), ids.to(logits.device)].cpu().numpy()
 
     rng = np.random.default_rng(0)

@@ -16,9 +16,9 @@ import time
 import torch
 
 from headscope.probes import load_model, run
-from headscope.probes.components import component_attribution
-from headscope.probes.lens import logit_lens
-from headscope.probes.tuned_lens import TunedLens, train_tuned_lens
+from headscope.probes.readouts.components import component_attribution
+from headscope.probes.readouts.lens import logit_lens
+from headscope.probes.readouts.tuned_lens import TunedLens, train_tuned_lens
 
 TEXT = ("The old mill stands by the river, where the water turns the wheel all day and the miller "
         "sells flour to the village. In the evening the children walk home along the bank and count the boats")

@@ -13,9 +13,9 @@ import time
 
 import torch
 
-from headscope.circuits.neurons import final_scale, last_state, neuron_scores, neuron_vectors
+from headscope.circuits.arithmetic.neurons import final_scale, last_state, neuron_scores, neuron_vectors
 from headscope.probes import load_model, run
-from headscope.probes.decompose import final_norm, unembed_matrix
+from headscope.probes.readouts.decompose import final_norm, unembed_matrix
 
 PROMPT = "6 + 2 = 8\n9 + 3 = 12\n9 + 6 = 15\n1 + 7 = "
 

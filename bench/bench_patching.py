@@ -12,7 +12,7 @@ import time
 import transformer_lens.patching as tl_patching
 
 from headscope.circuits.metrics import target_metric
-from headscope.circuits.patching import activation_patching, attribution_patching, rank_correlation
+from headscope.circuits.causal.patching import activation_patching, attribution_patching, rank_correlation
 from headscope.probes import load_model
 
 

@@ -18,10 +18,10 @@ import time
 
 import torch
 
-from headscope.circuits.haystack import build_test, read_needles
-from headscope.circuits.retrieval import has_newline, score_greedy, score_teacher_forced
+from headscope.circuits.retrieval.haystack import build_test, read_needles
+from headscope.circuits.retrieval.scores import has_newline, score_greedy, score_teacher_forced
 from headscope.probes import load_model, run
-from headscope.probes.generate import generate
+from headscope.probes.engine.generate import generate
 
 
 def measure(model, fn):
@@ -45,7 +45,7 @@ def measure(model, fn):
 def eager_fits(model, test) -> str:
     try:
         ids = torch.tensor([test.tokens.ids])
-        run(model, model.batch_of_ids(ids), cache=["blocks.0.attn.hook_pattern"], logits_at=torch.tensor([0]))
+        run(model, model.batch_of_ids(ids), record=["blocks.0.attn.hook_pattern"], logits_at=torch.tensor([0]))
         return "fits"
     except torch.cuda.OutOfMemoryError:
         return "out of memory"

@@ -21,11 +21,11 @@ import time
 
 import torch
 
-from headscope.circuits.fact_effects import known_facts, read_facts
-from headscope.circuits.tracing import trace, window_layers
+from headscope.circuits.causal.fact_effects import known_facts, read_facts
+from headscope.circuits.causal.tracing import trace, window_layers
 from headscope.data import DATA_DIR
 from headscope.probes import load_model
-from headscope.probes.engine import attention_mode
+from headscope.probes.engine.attention_mode import attention_mode
 
 HOOKS = {"resid": "blocks.{}.hook_resid_post", "mlp": "blocks.{}.hook_mlp_out", "attn": "blocks.{}.hook_attn_out"}
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from headscope.probes import HeadscopeError
+from ..probes import HeadscopeError
 
 METRICS = ("prob", "logprob", "logit_diff")
 

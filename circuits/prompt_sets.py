@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from headscope.probes import HeadscopeError, Model, Tokens, read_records
+from ..probes import HeadscopeError, Model, Tokens, read_records
 
 
 

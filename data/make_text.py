@@ -73,7 +73,7 @@ TOPICS = [
 
 def main() -> None:
     from headscope.probes import load_model
-    from headscope.probes.generate import generate
+    from headscope.probes.engine.generate import generate
 
     model = load_model("default", device="cpu")
     tok = model.tokenizer

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from headscope.circuits.arithmetic import arithmetic_heads
+from headscope.circuits.arithmetic.heads import arithmetic_heads
 from headscope.probes import load_model
 from png import write_png
 

@@ -41,7 +41,7 @@ def main() -> None:
     if args.source:
         result = load_result(args.source)
     else:
-        from headscope.circuits.fact_effects import average_indirect_effects
+        from headscope.circuits.causal.fact_effects import average_indirect_effects
         from headscope.data import DATA_DIR
 
         model = load_model(args.model)

@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 from headscope.probes import load_model
-from headscope.probes.tuned_lens import lens_kl, load_tuned_lens, train_tuned_lens
+from headscope.probes.readouts.tuned_lens import lens_kl, load_tuned_lens, train_tuned_lens
 from png import write_png
 
 HERE = Path(__file__).parent

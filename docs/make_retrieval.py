@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from headscope.circuits.haystack import needle_grid, read_needles
-from headscope.circuits.retrieval import agreement, retrieval_heads
-from headscope.circuits.retrieval_masking import masking_test
+from headscope.circuits.retrieval.haystack import needle_grid, read_needles
+from headscope.circuits.retrieval.scores import agreement, retrieval_heads
+from headscope.circuits.retrieval.masking import masking_test
 from headscope.probes import load_model
 from png import write_png
 

@@ -1,16 +1,17 @@
 """Observe: load a model, tokenize with offsets, run it with hooks, capture activations.
 
-The public API: ``load_model``, ``Model``, ``run`` / ``Edit`` (the hook engine), ``capture``,
+The public API: ``load_model``, ``Model``, ``run`` / ``Intervention`` / ``Record`` (the hook engine), ``capture``,
 ``Result`` / ``load_result`` and ``HeadscopeError``.
 """
 
 from .errors import HeadscopeError
-from .result import Result, load_result
-from .model import Batch, Model, Tokens
-from .loading import load_model
-from .engine import Edit, RunOutput, hook_names, run
-from .capture import Activations, capture
-from .prompts import read_prompts, read_records
+from .results.result import Result, load_result
+from .models.model import Batch, Model, Tokens
+from .models.loading import load_model
+from .engine.interventions import Edit, Intervention
+from .engine.run import Record, RunOutput, RunSpec, hook_names, run
+from .engine.capture import Activations, capture
+from .text.prompts import read_prompts, read_records
 
 __all__ = ["HeadscopeError", "Result", "load_result", "Batch", "Model", "Tokens", "load_model", "Edit",
-           "RunOutput", "hook_names", "run", "Activations", "capture", "read_prompts", "read_records"]
+           "Intervention", "Record", "RunSpec", "RunOutput", "hook_names", "run", "Activations", "capture", "read_prompts", "read_records"]

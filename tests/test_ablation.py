@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from headscope.circuits.ablation import HeadAblation, all_heads, head_ablation, prepare
-from headscope.circuits.importance import gradient_importance, pruning_curve, ranking, top_vs_random
+from headscope.circuits.heads.ablation import HeadAblation, all_heads, head_ablation, prepare
+from headscope.circuits.heads.importance import gradient_importance, pruning_curve, ranking, top_vs_random
 from headscope.circuits.prompt_sets import read_prompt_set
-from headscope.probes import HeadscopeError, load_result, run
+from headscope.probes import HeadscopeError, Intervention, load_result, run
 
 from test_sweep import same_length_prompts
 
@@ -36,7 +36,7 @@ def plain_loop(model, recs, mode, metric, positions, heads, mean_over="all", ref
     if mode == "mean":  # mean over every real token of every reference prompt, or per position
         ref = model.batch(reference or [r["prompt"] for r in recs])
         ref_mask = ref.attention_mask.float().cpu()[:, :, None, None]
-        cache = {h: v.cpu() for h, v in run(model, ref, cache=zs).cache.items()}
+        cache = {h: v.cpu() for h, v in run(model, ref, record=zs).cache.items()}
         overall = {h: (cache[h] * ref_mask).sum((0, 1)) / ref_mask.sum() for h in zs}
         width = batch.input_ids.shape[1]
         means = {}
@@ -45,7 +45,7 @@ def plain_loop(model, recs, mode, metric, positions, heads, mean_over="all", ref
                        if p < ref_mask.shape[1] and ref_mask[:, p].sum() > 0 else overall[h] for p in range(width)]
             means[h] = overall[h] if mean_over == "all" else torch.stack(per_pos)  # [H, d] or [pos, H, d]
     if mode == "resample":
-        corr = run(model, model.batch([model.tokenize(r["corrupted"]) for r in recs]), cache=zs).cache
+        corr = run(model, model.batch([model.tokenize(r["corrupted"]) for r in recs]), record=zs).cache
     ids = batch.input_ids.cpu()
     labels = torch.cat([ids[:, 1:], torch.zeros_like(ids[:, :1])], 1)
     labels[torch.arange(len(recs)), last] = tid
@@ -82,7 +82,7 @@ def plain_loop(model, recs, mode, metric, positions, heads, mean_over="all", ref
                 rows = torch.arange(len(z), device=z.device)
                 z[rows, batch.last, head] = value[rows, batch.last]
             return z
-        ablated = measure(run(model, batch, hooks=[(f"blocks.{layer}.attn.hook_z", hook)]).logits)
+        ablated = measure(run(model, batch, [Intervention.apply(f"blocks.{layer}.attn.hook_z", hook)]).logits)
         if metric == "kl":  # KL(clean || ablated) at the last position
             ablated = (clean.exp() * (clean - ablated)).sum(-1)
         out[(layer, head)] = ablated.numpy()
@@ -174,7 +174,7 @@ def test_gradient_importance_matches_finite_differences(tiny_llama, metric, posi
     frame = result.frame.set_index(["layer", "head"])
     toks = [model.tokenize(r["prompt"]) for r in recs]
     eps = 1e-2
-    from headscope.circuits.ablation import prompt_metric
+    from headscope.circuits.heads.ablation import prompt_metric
 
     for layer, head in [(0, 0), (1, 3), (model.n_layers - 1, 2)]:
         def gated(scale):
@@ -186,7 +186,7 @@ def test_gradient_importance_matches_finite_differences(tiny_llama, metric, posi
                     rows = torch.arange(len(z), device=z.device)
                     z[rows, batch.last, head] *= scale
                 return z
-            out = run(model, batch, hooks=[(f"blocks.{layer}.attn.hook_z", hook)],
+            out = run(model, batch, [Intervention.apply(f"blocks.{layer}.attn.hook_z", hook)],
                       logits_at=None if metric == "loss" else batch.last)
             return prompt_metric(setup, out.logits, batch, list(range(len(recs))))
 
@@ -274,7 +274,7 @@ def test_bad_prompt_sets(tiny_llama, tmp_path, lines, kwargs, message):
 
 
 def test_shipped_ioi_set(smol):
-    from headscope.circuits.ablation import ablate
+    from headscope.circuits.heads.ablation import ablate
     from headscope.data import DATA_DIR
 
     setup = prepare(smol, read_prompt_set(DATA_DIR / "ioi.jsonl"), mode="resample", metric="logit_diff")

@@ -11,8 +11,9 @@ import urllib.request
 import pandas as pd
 import pytest
 
+from headscope import head_report
 from headscope.probes import load_model
-from headscope.probes.lens import logit_lens
+from headscope.probes.readouts.lens import logit_lens
 
 from browser import Page, app_server, chrome
 
@@ -37,6 +38,9 @@ def runs(tmp_path_factory):
             for l in range(4) for h in range(4) for op in ("add", "mul") for mode in ("zero", "mean")]
     pd.DataFrame(rows).to_parquet(arith / "heads.parquet", index=False)
     (arith / "meta.json").write_text(json.dumps({"kind": "arithmetic-heads", "model": "random:llama"}))
+    prompts = root.parent / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p, "target": " mill"}) + "\n" for p in (PROMPT, "the old mill")))
+    head_report([model], [prompts], root / "report", chunk_size=1, progress=False)
     return root
 
 
@@ -179,7 +183,7 @@ def test_heads_map_of_a_saved_run_per_operation_and_mode(page):
 
 def test_saved_runs(page, runs):
     page.open("?model=random:llama&tab=runs")
-    page.wait(lambda: "3 runs" in page.text("runs-root"), what="the runs listed")
+    page.wait(lambda: "4 runs" in page.text("runs-root"), what="the runs listed")
     page.choose("runs-list", "lenses/river")
     figure = page.wait(lambda: page.figure("runs-graph"), what="the saved lens drawn")
     assert figure[0]["type"] == "heatmap"
@@ -187,12 +191,18 @@ def test_saved_runs(page, runs):
     with urllib.request.urlopen(link) as response:
         assert response.read(4) == b"PAR1"
     page.shot("runs")
+    page.choose("runs-list", "report")  # a head report is a result like any other
+    figure = page.wait(lambda: (f := page.figure("runs-graph")) and "ablation" in str(f[0]["title"]) and f,
+                       what="the head report drawn")
+    saved = pd.read_parquet(runs / "report" / "heads.parquet")
+    assert figure[0]["type"] == "heatmap" and (figure[0]["rows"], figure[0]["cols"]) == (
+        saved["layer"].nunique(), saved["head"].nunique())
     page.choose("runs-list", "broken")
     page.wait(lambda: any("corrupt" in e or "not valid JSON" in e for e in page.errors()), what="a corrupt-run message")
     # a run deleted after the listing was drawn
     shutil.copytree(runs / "lenses" / "river", runs / "gone")
     page.click("runs-refresh")
-    page.wait(lambda: "4 runs" in page.text("runs-root"), what="the new run listed")
+    page.wait(lambda: "5 runs" in page.text("runs-root"), what="the new run listed")
     shutil.rmtree(runs / "gone")
     page.choose("runs-list", "gone")
     page.wait(lambda: any("'gone' is not under the runs directory" in e for e in page.errors()),

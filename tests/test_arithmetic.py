@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 import torch
 
-from headscope.circuits.ablation import head_ablation
-from headscope.circuits.arithmetic import Arithmetic, Unsolved, arithmetic_heads, operand_attention
-from headscope.circuits.arithmetic_prompts import arithmetic_prompts, operand_pairs, score_prompts
-from headscope.circuits.neurons import final_scale, last_state, neuron_attribution, neuron_scores, neuron_vectors
+from headscope.circuits.heads.ablation import head_ablation
+from headscope.circuits.arithmetic.heads import Arithmetic, Unsolved, arithmetic_heads, operand_attention
+from headscope.circuits.arithmetic.prompts import arithmetic_prompts, operand_pairs, score_prompts
+from headscope.circuits.arithmetic.neurons import final_scale, last_state, neuron_attribution, neuron_scores, neuron_vectors
 from headscope.probes import HeadscopeError, load_result, run
-from headscope.probes.decompose import final_norm, unembed_matrix
+from headscope.probes.readouts.decompose import final_norm, unembed_matrix
 
 from test_loading import cli
 
@@ -161,7 +161,7 @@ def test_arithmetic_on_the_default_model(smol, tmp_path):
     solved_prompts = [p for p, ok in zip(prompts, result.prompts["correct"][:10]) if ok]
     attention = operand_attention(smol, solved_prompts[:1])[0]
     with torch.no_grad():
-        pattern = run(smol, smol.batch([solved_prompts[0].prompt]), cache="blocks.5.attn.hook_pattern").cache[
+        pattern = run(smol, smol.batch([solved_prompts[0].prompt]), record="blocks.5.attn.hook_pattern").cache[
             "blocks.5.attn.hook_pattern"][0, :, -1]
     t = smol.tokenize(solved_prompts[0].prompt)
     operands = t.positions_of(*solved_prompts[0].spans["a"]) + t.positions_of(*solved_prompts[0].spans["b"])
@@ -202,7 +202,7 @@ def test_cli_arithmetic(tmp_path):
 
 def test_cli_arithmetic_bad_input(tmp_path):
     for args, message in [(["--ops", "add,pow"], "unknown operation 'pow'"), (["--digits", "0"], "digits 0"),
-                          (["--cna-heads", "3-x"], "--cna-heads '3-x'"),
+                          (["--cna-heads", "3-x"], "--cna-heads: '3-x'"),
                           (["--neuron-layers", "7"], "layer 7 out of range")]:
         proc = cli("arithmetic", "--model", "random:llama", *args, "--out", str(tmp_path / "x"))
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr

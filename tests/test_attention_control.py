@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from headscope.probes import Edit, HeadscopeError, run
-from headscope.probes.attention_control import AttentionControl, head_masks
+from headscope.probes.engine.attention_control import AttentionControl, head_masks
 
 PROMPT = "the river runs past the old mill and the river runs on to the sea"
 
 
 def pattern_rows(model, ids):
-    return run(model, model.batch_of_ids(ids), cache="blocks.*.attn.hook_pattern").cache
+    return run(model, model.batch_of_ids(ids), record="blocks.*.attn.hook_pattern").cache
 
 
 def test_rows_equal_eager_patterns_in_prefill_and_decoding(tiny):
@@ -62,11 +62,11 @@ def test_silenced_head_equals_zeroing_its_z(tiny):
     ids = torch.tensor([tiny.tokenize(PROMPT).ids])
     masked = run(tiny, tiny.batch_of_ids(ids), control=AttentionControl(silenced=head_masks([[(2, 1)]], tiny.n_heads)))
     edit = Edit("blocks.2.attn.hook_z", rows=torch.tensor([0]), heads=torch.tensor([1]))
-    zeroed = run(tiny, tiny.batch_of_ids(ids), edits=[edit], attention="eager")
+    zeroed = run(tiny, tiny.batch_of_ids(ids), interventions=[edit], attention="eager")
     torch.testing.assert_close(masked.logits, zeroed.logits, atol=1e-4, rtol=1e-4)
 
 
 def test_control_refuses_eager_only_hooks(tiny_llama):
     ids = torch.tensor([tiny_llama.tokenize(PROMPT).ids])
     with pytest.raises(HeadscopeError, match="attention rows and head masks"):
-        run(tiny_llama, tiny_llama.batch_of_ids(ids), cache="blocks.0.attn.hook_pattern", control=AttentionControl(rows=1))
+        run(tiny_llama, tiny_llama.batch_of_ids(ids), record="blocks.0.attn.hook_pattern", control=AttentionControl(rows=1))

@@ -38,7 +38,7 @@ def test_user_mistakes_print_one_line_and_exit_2(tmp_path):
         (["capture", "--model", "random:llama", "--prompts", str(prompts), "--hooks", "blocks.*.hook_zz",
           "--out", str(tmp_path / "o")], "matches no hook"),
         (["capture", "--model", "random:llama", "--prompts", str(prompts), "--hooks", "blocks.0.hook_resid_post",
-          "--positions", "middle", "--out", str(tmp_path / "o")], "--positions 'middle'"),
+          "--positions", "middle", "--out", str(tmp_path / "o")], "--positions: 'middle'"),
     ]
     for args, message in cases:
         out = cli(*args)

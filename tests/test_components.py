@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from headscope.probes import HeadscopeError, load_result, run
-from headscope.probes.components import Components, component_attribution
-from headscope.probes.token_lens import TokenLens, token_lens
+from headscope.probes.readouts.components import Components, component_attribution
+from headscope.probes.readouts.token_lens import TokenLens, token_lens
 
 from test_lens import plain_logits
 
@@ -32,7 +32,7 @@ def test_direct_logit_attributions_sum_to_the_models_logit_difference(tiny):
 
 def test_component_decoding_equals_the_norm_formulas(tiny):
     comp = component_attribution(tiny, PROMPT, top_k=4, heads=False)
-    cache = run(tiny, tiny.batch([PROMPT]), cache=["blocks.1.hook_mlp_out", "blocks.0.hook_attn_out"]).cache
+    cache = run(tiny, tiny.batch([PROMPT]), record=["blocks.1.hook_mlp_out", "blocks.0.hook_attn_out"]).cache
     for component, hook in (("L1.mlp", "blocks.1.hook_mlp_out"), ("L0.attn", "blocks.0.hook_attn_out")):
         row = comp.frame.set_index("component").loc[component]
         logp = torch.log_softmax(plain_logits(tiny, cache[hook][0, -1:]), -1)[0]

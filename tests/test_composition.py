@@ -7,13 +7,13 @@ import pandas as pd
 import pytest
 import torch
 
-from headscope.circuits.ablation import head_ablation
-from headscope.circuits.channel_test import channel_test, projection
-from headscope.circuits.circuit_graph import importance_of
-from headscope.circuits.composition import (Composition, composition, pair_components, random_baseline,
+from headscope.circuits.heads.ablation import head_ablation
+from headscope.circuits.composition.channel_effects import channel_test, projection
+from headscope.circuits.composition.graph import importance_of
+from headscope.circuits.composition.scores import (Composition, composition, pair_components, random_baseline,
                                             reader_factor, writer_svd)
-from headscope.circuits.head_weights import head_weights
-from headscope.circuits.laundry import laundry_prompts, laundry_task, usable_items
+from headscope.circuits.composition.weights import head_weights
+from headscope.circuits.composition.laundry import laundry_prompts, laundry_task, usable_items
 from headscope.probes import HeadscopeError, load_result
 from transformer_lens.utilities import composition_scores
 
@@ -165,8 +165,8 @@ def test_graph_and_cli(tmp_path):
         proc = cli("svd", "--model", "random:gpt2", *args, "--out", str(tmp_path / "bad"))
         assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "bad").exists()
-    for args, message in [(["--scales", "1,x"], "--scales '1,x' must be comma-separated numbers"),
-                          (["--position", "first"], "--position 'first' must be 'random'")]:
+    for args, message in [(["--scales", "1,x"], "--scales: '1,x' must be comma-separated numbers"),
+                          (["--position", "first"], "--position: 'first' must be 'random'")]:
         proc = cli("laundry", "--model", "random:llama", "--writer", "1-0", "--components", "0", *args,
                    "--out", str(tmp_path / "bad"))
         assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

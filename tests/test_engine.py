@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from headscope.probes import Edit, HeadscopeError, run
-from headscope.probes.engine import auto_batch_size, choose_attention, chunks
+from headscope.probes import Edit, HeadscopeError, Intervention, run
+from headscope.probes.engine.attention_mode import choose_attention
+from headscope.probes.engine.run import auto_batch_size, chunks
 
 from conftest import PROMPTS
 
@@ -26,12 +27,12 @@ def test_logits_equal_hf_model_on_padded_batch(tiny):
 
 def test_padded_rows_mean_what_they_mean_alone(tiny):
     batch = tiny.batch(PROMPTS)
-    out = run(tiny, batch, cache=["blocks.1.hook_resid_post"])
+    out = run(tiny, batch, record=["blocks.1.hook_resid_post"])
     for row, prompt in enumerate(PROMPTS):
         n = int(batch.lengths[row])
         alone = _alone(tiny, prompt)
         torch.testing.assert_close(out.logits[row, :n], alone, atol=1e-5, rtol=1e-5)
-        alone_resid = run(tiny, tiny.batch([prompt]), cache=["blocks.1.hook_resid_post"]).cache["blocks.1.hook_resid_post"]
+        alone_resid = run(tiny, tiny.batch([prompt]), record=["blocks.1.hook_resid_post"]).cache["blocks.1.hook_resid_post"]
         torch.testing.assert_close(out.cache["blocks.1.hook_resid_post"][row, :n], alone_resid[0], atol=1e-5, rtol=1e-5)
 
 
@@ -40,8 +41,8 @@ def test_sdpa_hooks_carry_eager_values(tiny):
     names = sorted(tiny.sdpa_hooks)
     assert any(n.endswith("hook_z") for n in names) or tiny.architecture == "GPT2LMHeadModel"
     assert not any(n.endswith("hook_pattern") for n in names)
-    eager = run(tiny, batch, cache=names, attention="eager").cache
-    sdpa = run(tiny, batch, cache=names, attention="sdpa").cache
+    eager = run(tiny, batch, record=names, attention="eager").cache
+    sdpa = run(tiny, batch, record=names, attention="sdpa").cache
     mask = batch.attention_mask.bool()
     for name in names:
         if eager[name].shape[:2] == mask.shape:
@@ -81,7 +82,7 @@ def test_per_row_head_ablation_equals_plain_loop(tiny, at_last):
     heads = torch.tensor([h for _, h in pairs])
     positions = batch.last if at_last else None
     edit = Edit(f"blocks.{layer}.attn.hook_z", rows=torch.arange(len(pairs)), heads=heads, positions=positions)
-    fast = run(tiny, batch, edits=[edit], logits_at=batch.last).logits
+    fast = run(tiny, batch, interventions=[edit], logits_at=batch.last).logits
     for row, (p, h) in enumerate(pairs):
         pos = int(batch.last[row]) if at_last else None
         alone = _alone(tiny, PROMPTS[p], [(f"blocks.{layer}.attn.hook_z", _zero_head((h, pos)))])
@@ -96,12 +97,12 @@ def test_per_row_residual_patch_with_start_layer_equals_plain_loop(tiny):
     layer = 2
     hook = f"blocks.{layer}.hook_resid_pre"
     base = tiny.batch([PROMPTS[0]] * 4)
-    donor = run(tiny, tiny.batch([PROMPTS[2]]), cache=[hook]).cache[hook][0]
+    donor = run(tiny, tiny.batch([PROMPTS[2]]), record=[hook]).cache[hook][0]
     positions = torch.tensor([0, 1, 3, 5])
     edit = Edit(hook, rows=torch.arange(4), positions=positions, value=donor[positions])
-    resid = run(tiny, base, cache=[hook]).cache[hook]
-    started = run(tiny, base, edits=[edit], start_layer=layer, resid=resid)
-    full = run(tiny, base, edits=[edit])
+    resid = run(tiny, base, record=[hook]).cache[hook]
+    started = run(tiny, base, interventions=[edit], start_layer=layer, resid=resid)
+    full = run(tiny, base, interventions=[edit])
     torch.testing.assert_close(started.logits, full.logits, atol=1e-5, rtol=1e-5)
     for row, pos in enumerate(positions.tolist()):
         def patch(x, hook, pos=pos):
@@ -129,7 +130,7 @@ def test_logits_at_equals_gathered_full_logits(tiny):
 
 def test_gradients_flow_when_asked(tiny):
     batch = tiny.batch(PROMPTS[:1])
-    out = run(tiny, batch, cache=["blocks.1.hook_resid_post"], grad=True, logits_at=batch.last)
+    out = run(tiny, batch, record=["blocks.1.hook_resid_post"], grad=True, logits_at=batch.last)
     resid = out.cache["blocks.1.hook_resid_post"]
     assert resid.requires_grad
     (grad,) = torch.autograd.grad(out.logits[0, 5], resid)
@@ -155,19 +156,19 @@ def test_real_model_predicts_paris_and_batches_like_alone(smol):
 
 def test_resume_from_prefix_cache_equals_full_run(tiny):
     # the rows differ after position t only (an edit at t), so positions < t come from the cache
-    from headscope.probes.engine import prefix_cache
-    from headscope.probes.model import Batch
+    from headscope.probes.engine.run import prefix_cache
+    from headscope.probes.models.model import Batch
 
     batch = tiny.batch([PROMPTS[0]] * 3)
     n, t, layer = batch.input_ids.shape[1], 4, 2
     hook = f"blocks.{layer}.hook_resid_pre"
-    base = run(tiny, batch, cache=[hook], kv_cache=True)
+    base = run(tiny, batch, record=[hook], kv_cache=True)
     assert base.past.layers[0].keys.shape[2] == n  # every position kept, sliding-window layers too
     value = torch.randn(3, tiny.d_model)
-    full = run(tiny, batch, edits=[Edit(hook, rows=torch.arange(3), positions=torch.full((3,), t), value=value)])
+    full = run(tiny, batch, interventions=[Edit(hook, rows=torch.arange(3), positions=torch.full((3,), t), value=value)])
     suffix = Batch(batch.input_ids[:, t:], torch.full((3,), n - t, device=batch.input_ids.device))
     past = prefix_cache(tiny, base.past, torch.tensor([2, 1, 0]), t)
-    resumed = run(tiny, suffix, edits=[Edit(hook, rows=torch.arange(3), positions=torch.zeros(3, dtype=torch.long),
+    resumed = run(tiny, suffix, interventions=[Edit(hook, rows=torch.arange(3), positions=torch.zeros(3, dtype=torch.long),
                                             value=value.flip(0))],
                   start_layer=layer, resid=base.cache[hook][[2, 1, 0], t:], past=past)
     torch.testing.assert_close(resumed.logits, full.logits[[2, 1, 0], t:], atol=1e-5, rtol=1e-5)
@@ -180,7 +181,7 @@ def test_resume_from_prefix_cache_equals_full_run(tiny):
 
 def test_start_layer_zero_replaces_the_embeddings(tiny_llama):
     batch = tiny_llama.batch(PROMPTS)
-    resid = run(tiny_llama, batch, cache=["blocks.0.hook_resid_pre"]).cache["blocks.0.hook_resid_pre"] * 1.5
+    resid = run(tiny_llama, batch, record=["blocks.0.hook_resid_pre"]).cache["blocks.0.hook_resid_pre"] * 1.5
     ours = run(tiny_llama, batch, start_layer=0, resid=resid).logits
-    scaled = run(tiny_llama, batch, hooks=[("blocks.0.hook_resid_pre", lambda x, hook: x * 1.5)]).logits
+    scaled = run(tiny_llama, batch, [Intervention.apply("blocks.0.hook_resid_pre", lambda x: x * 1.5)]).logits
     torch.testing.assert_close(ours, scaled, atol=1e-5, rtol=1e-5)

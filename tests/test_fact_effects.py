@@ -4,8 +4,8 @@ the mean of the per-fact traces."""
 import numpy as np
 import pytest
 
-from headscope.circuits.fact_effects import BUCKETS, average_indirect_effects, position_buckets, read_facts
-from headscope.circuits.tracing import noise_scale, trace
+from headscope.circuits.causal.fact_effects import BUCKETS, average_indirect_effects, position_buckets, read_facts
+from headscope.circuits.causal.tracing import noise_scale, trace
 from headscope.data import DATA_DIR, read_jsonl
 from headscope.probes import HeadscopeError
 
@@ -35,7 +35,7 @@ def test_average_equals_mean_of_traces(smol):
     scale = noise_scale(smol, "3sd", [f["subject"] for f in known])
     assert meta["noise_scale"] == pytest.approx(scale)
     # redo by hand: trace each used fact, bucket its positions, average
-    from headscope.circuits.fact_effects import known_facts
+    from headscope.circuits.causal.fact_effects import known_facts
     import random
 
     kept = known_facts(smol, known)

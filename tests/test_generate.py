@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from headscope.probes import HeadscopeError, run
-from headscope.probes.generate import generate
+from headscope.probes.engine.generate import generate
 
 PROMPTS = ["the river runs", "A small cat walks to the", "the river runs past the old mill", "My neighbour"]
 

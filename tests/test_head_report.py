@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
-import headscope.circuits.head_report as head_report_module
+import headscope.circuits.heads.report as head_report_module
 from headscope.app.cli import main
-from headscope.circuits.head_detectors import (_patterns, attention_sink, detector_scores,
+from headscope.circuits.heads.detectors import (_patterns, attention_sink, detector_scores,
                                                repeated_random_tokens)
-from headscope.circuits.head_report import head_report
+from headscope.circuits.heads.report import head_report
 from headscope.probes import HeadscopeError
 
 from test_ablation import records
@@ -134,5 +134,5 @@ def test_cli_heads(tmp_path, capsys):
     assert (tmp_path / "r" / "report.html").exists()
     assert main(["heads", "--model", "random:gpt2", "--prompts", str(prompts), "--metric", "acc",
                  "--out", str(tmp_path / "r2")]) == 2
-    assert "unknown metric 'acc'" in capsys.readouterr().err
+    assert "invalid choice: 'acc'" in capsys.readouterr().err
     assert not (tmp_path / "r2").exists()

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from headscope.probes import HeadscopeError, load_result, run
-from headscope.probes.lens import LogitLens, logit_lens
+from headscope.probes.readouts.lens import LogitLens, logit_lens
 
 PROMPT = "the river runs past the old mill"
 
@@ -33,7 +33,7 @@ def test_logit_lens_equals_plain_computation(tiny):
     lens = logit_lens(model, PROMPT, top_k=3)
     batch = model.batch([model.tokenize(PROMPT)])
     hooks = ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.hook_resid_post" for l in range(model.n_layers)]
-    cache = run(model, batch, cache=hooks).cache
+    cache = run(model, batch, record=hooks).cache
     final = torch.log_softmax(run(model, batch).logits[0].float().cpu(), -1)
     frame = lens.frame.set_index(["layer", "position"])
     for layer in (0, 1, model.n_layers):

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from headscope.probes import HeadscopeError, load_result
-from headscope.probes.linear_probe import LinearProbe, linear_probe
+from headscope.probes.readouts.linear_probe import LinearProbe, linear_probe
 
 from test_loading import cli
 

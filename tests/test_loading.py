@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from headscope.probes import HeadscopeError, load_model
-from headscope.probes import model_files
-from headscope.probes.model_files import resolve_alias
+from headscope.probes.models import files as model_files
+from headscope.probes.models.files import resolve_alias
 
 
 def cli(*args, env=None):

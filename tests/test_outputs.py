@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from headscope.app.cli import main
-from headscope.circuits.head_report import head_report
+from headscope.circuits.heads.report import head_report
 from headscope.probes import HeadscopeError, Result, load_result
-from headscope.probes.tuned_lens import TunedLens
+from headscope.probes.readouts.tuned_lens import TunedLens
 
 
 def snapshot(root):
@@ -121,7 +121,7 @@ def test_overwrite_replaces_only_the_results_own_files(tmp_path):
     after = snapshot(run)
     assert {k: after[k] for k in mine} == mine
     assert sorted(after) == ["figs/fig.png", "meta.json", "my-notes.txt", "other.parquet"]  # result.parquet went
-    assert load_result(run).frame["score"].tolist() == [3.0]
+    assert pd.read_parquet(run / "other.parquet")["score"].tolist() == [3.0]
 
 
 def test_a_user_file_in_the_way_stops_the_overwrite(tmp_path):

@@ -5,7 +5,7 @@ import pytest
 import torch
 import transformer_lens.patching as tl_patching
 
-from headscope.circuits.patching import activation_patching, attribution_patching, rank_correlation
+from headscope.circuits.causal.patching import activation_patching, attribution_patching, rank_correlation
 from headscope.circuits.metrics import target_metric
 from headscope.probes import Edit, HeadscopeError, run
 
@@ -78,9 +78,9 @@ def test_attribution_matches_finite_differences(tiny_llama):
     clean, corrupted, target, foil = equal_length_pair(tiny_llama)
     attr = attribution_patching(tiny_llama, clean, corrupted, target, foil, kinds=("resid", "heads_by_pos"))
     meta = attr.meta
-    clean_cache = run(tiny_llama, tiny_llama.batch([clean]), cache="blocks.*.hook_resid_pre").cache
+    clean_cache = run(tiny_llama, tiny_llama.batch([clean]), record="blocks.*.hook_resid_pre").cache
     corr_batch = tiny_llama.batch([corrupted])
-    corr_cache = run(tiny_llama, corr_batch, cache="blocks.*.hook_resid_pre").cache
+    corr_cache = run(tiny_llama, corr_batch, record="blocks.*.hook_resid_pre").cache
     frame = attr.frame.set_index(["kind", "layer", "position", "head"])["attribution"]
     eps = 1e-2
     for layer, position in [(1, 2), (2, 5), (3, 0)]:
@@ -90,7 +90,7 @@ def test_attribution_matches_finite_differences(tiny_llama):
         def metric_at(step):
             edit = Edit(hook, rows=torch.tensor([0]), positions=torch.tensor([position]),
                         value=corr_cache[hook][0, position] + step * delta)
-            logits = run(tiny_llama, corr_batch, edits=[edit], logits_at=corr_batch.last).logits
+            logits = run(tiny_llama, corr_batch, interventions=[edit], logits_at=corr_batch.last).logits
             return float(target_metric(logits, meta["metric"], meta["target_token_id"], meta["foil_token_id"])[0])
 
         finite = (metric_at(eps) - metric_at(-eps)) / (2 * eps)

@@ -9,7 +9,7 @@ import torch
 from headscope.probes import Activations, HeadscopeError, Result, capture, load_result, run
 import importlib
 
-capture_module = importlib.import_module("headscope.probes.capture")
+capture_module = importlib.import_module("headscope.probes.engine.capture")
 
 from conftest import PROMPTS
 
@@ -31,7 +31,7 @@ def test_interrupted_save_keeps_the_old_result(tmp_path, monkeypatch):
     class Failing(Result):
         kind = "failing-test-result"
 
-        def _save_extra(self, directory):
+        def _write_files(self, directory):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -47,7 +47,7 @@ def test_load_result_errors(tmp_path):
     with pytest.raises(HeadscopeError, match="not valid JSON"):
         load_result(tmp_path)
     (tmp_path / "meta.json").write_text(json.dumps({"kind": "nonsense"}))
-    with pytest.raises(HeadscopeError, match="unknown result kind 'nonsense'"):
+    with pytest.raises(HeadscopeError, match="kind 'nonsense', no writer recorded.*regenerate"):
         load_result(tmp_path)
 
 
@@ -56,7 +56,7 @@ def test_capture_equals_engine_cache(tiny, positions):
     hooks = ["blocks.1.hook_resid_post", "blocks.2.attn.hook_z"]
     acts = capture(tiny, PROMPTS, hooks, positions=positions, batch_size=2, progress=False)
     for row in acts.frame.itertuples():
-        direct = run(tiny, tiny.batch([PROMPTS[row.prompt]]), cache=hooks).cache
+        direct = run(tiny, tiny.batch([PROMPTS[row.prompt]]), record=hooks).cache
         for hook in hooks:
             torch.testing.assert_close(acts[hook][row.Index], direct[hook][0, row.position], atol=1e-5, rtol=1e-5)
     lengths = [len(tiny.tokenize(p)) for p in PROMPTS]

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
-from headscope.circuits.haystack import SENTENCE_ENDS, build_test, needle_grid, read_needles
-from headscope.circuits.retrieval import (RetrievalHeads, _argmax_rows, agreement, copy_credit, has_newline,
+from headscope.circuits.retrieval.haystack import SENTENCE_ENDS, build_test, needle_grid, read_needles
+from headscope.circuits.retrieval.scores import (RetrievalHeads, _argmax_rows, agreement, copy_credit, has_newline,
                                           retrieval_heads, rouge1_recall, score_greedy, score_teacher_forced)
-from headscope.circuits.retrieval_masking import MaskingTest, masking_test, read_head_scores
+from headscope.circuits.retrieval.masking import MaskingTest, masking_test, read_head_scores
 from headscope.probes import HeadscopeError, load_result, run
 
 from test_loading import cli
@@ -81,7 +81,7 @@ def eager_greedy(model, test, steps=50):
     ids, score, new = list(test.tokens.ids), torch.zeros(model.n_layers, model.n_heads), []
     eos = model.tokenizer.eos_token_id
     for _ in range(steps):
-        out = run(model, model.batch_of_ids(torch.tensor([ids])), cache="blocks.*.attn.hook_pattern")
+        out = run(model, model.batch_of_ids(torch.tensor([ids])), record="blocks.*.attn.hook_pattern")
         token = int(out.logits[0, -1].argmax())
         if token == eos:
             break
@@ -105,7 +105,7 @@ def test_fast_scorers_equal_plain_eager_loops(smol):
     forced = score_teacher_forced(smol, test)
     answer = smol.tokenize(test.prompt + " " + test.needle.real_needle).ids[len(test.tokens):]
     ids = list(test.tokens.ids) + answer
-    out = run(smol, smol.batch_of_ids(torch.tensor([ids[:-1]])), cache="blocks.*.attn.hook_pattern")
+    out = run(smol, smol.batch_of_ids(torch.tensor([ids[:-1]])), record="blocks.*.attn.hook_pattern")
     top = torch.stack([out.cache[f"blocks.{l}.attn.hook_pattern"][0, :, -len(answer):].argmax(-1)
                        for l in range(smol.n_layers)]).cpu()
     torch.testing.assert_close(forced, copy_credit(top, torch.tensor(ids), torch.tensor(answer), test.span))
@@ -165,7 +165,7 @@ def test_cli_retrieval_and_mask(tmp_path):
     assert set(pd.read_parquet(tmp_path / "m" / "masking.parquet")["kind"]) == {"none", "top", "random"}
     for args, message in [(["--lengths", "5000"], "over this model's context of 512"),
                           (["--depths", "1.5"], "depth 1.5"),
-                          (["--mode", "beam"], "unknown mode 'beam'")]:
+                          (["--mode", "beam"], "invalid choice: 'beam'")]:
         out = cli("retrieval", "--model", "random:qwen2", *args, "--out", str(tmp_path / "x"))
         assert out.returncode == 2 and message in out.stderr and not (tmp_path / "x").exists()
     out = cli("retrieval-mask", "--model", "random:qwen2", "--heads", str(tmp_path / "r"), "--k", "99",

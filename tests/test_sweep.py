@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from headscope.circuits.metrics import target_metric
-from headscope.probes import run
-from headscope.probes.sweep import Patch, base_run, sweep
+from headscope.probes import Intervention, run
+from headscope.probes.engine.sweep import Patch, base_run, sweep
 
 WORDS = ["cat", "dog", "tree", "house", "river", "stone", "cloud", "bird"]
 
@@ -42,7 +42,7 @@ def plain(model, bases, donors_cache, variant):
         return fn
 
     batch = model.batch(bases)
-    return run(model, batch, hooks=[(p.hook, patcher(p)) for p in variant], logits_at=batch.last).logits
+    return run(model, batch, [Intervention.apply(p.hook, patcher(p)) for p in variant], logits_at=batch.last).logits
 
 
 @pytest.mark.parametrize("merge_positions,fill", [(False, 64), (True, 64), (True, 10**6)])
@@ -52,7 +52,7 @@ def test_sweep_equals_plain_loop(tiny_llama, merge_positions, fill):
     bases, donors = prompts[:3], prompts[3:]
     n = len(bases[0])
     hooks = ["blocks.0.hook_resid_pre", "blocks.1.hook_mlp_out", "blocks.1.attn.hook_z", "blocks.0.hook_attn_out"]
-    donor_cache = run(model, model.batch(donors), cache=hooks).cache
+    donor_cache = run(model, model.batch(donors), record=hooks).cache
     variants = [
         (Patch("blocks.0.hook_resid_pre", 2),),
         (Patch("blocks.1.hook_mlp_out", n - 1),),

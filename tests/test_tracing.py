@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from headscope.circuits.tracing import trace, window_layers
+from headscope.circuits.causal.tracing import trace, window_layers
 from headscope.probes import HeadscopeError, run
 
 NOISE_SUBJECTS = ["The Eiffel Tower", "France", "Barack Obama", "Lionel Messi"]
@@ -19,7 +19,7 @@ def plain_trace(model, result, cells):
     noise = torch.randn(meta["samples"], len(subject), model.d_model, generator=gen) * meta["noise_scale"]
     ids = torch.tensor([tokens.ids] * meta["samples"], device=model.device)
     hooks = {"resid": "blocks.{}.hook_resid_post", "mlp": "blocks.{}.hook_mlp_out", "attn": "blocks.{}.hook_attn_out"}
-    clean = run(model, model.batch([tokens]), cache=[h.format(l) for h in hooks.values() for l in range(model.n_layers)]).cache
+    clean = run(model, model.batch([tokens]), record=[h.format(l) for h in hooks.values() for l in range(model.n_layers)]).cache
 
     def add_noise(x, hook):
         x = x.clone()

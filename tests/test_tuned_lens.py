@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from headscope.probes import HeadscopeError, load_model, load_result
-from headscope.probes.corpus import passages, read_texts, token_chunks
-from headscope.probes.lens import LogitLens, logit_lens, tuned_lens
-from headscope.probes.tuned_lens import TunedLens, lens_kl, load_tuned_lens, train_tuned_lens
+from headscope.probes.text.corpus import passages, read_texts, token_chunks
+from headscope.probes.readouts.lens import LogitLens, logit_lens, tuned_lens
+from headscope.probes.readouts.tuned_lens import TunedLens, lens_kl, load_tuned_lens, train_tuned_lens
 
 from test_loading import cli
 
@@ -60,7 +60,7 @@ def test_trained_lens_beats_the_logit_lens_at_every_layer_of_the_default_model(s
 
 
 def test_fused_training_loss_equals_the_kl_and_its_gradient():
-    from headscope.probes.tuned_lens import _CrossEntropyToFinal
+    from headscope.probes.readouts.tuned_lens import _CrossEntropyToFinal
 
     gen = torch.Generator().manual_seed(0)
     p = torch.softmax(3 * torch.randn(5, 40, generator=gen), -1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dash import Input, Output, dcc, html
 from dash.exceptions import PreventUpdate
 
-from headscope.probes.attention import attention_views
+from ...probes.readouts.attention import attention_views
 
 from ..widgets import guarded, needs_model
 

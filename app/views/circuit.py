@@ -14,9 +14,9 @@ import pandas as pd
 from dash import Input, Output, State, dcc, html
 from dash.exceptions import PreventUpdate
 
-from headscope.circuits.circuit_graph import circuit_graph
-from headscope.circuits.composition import KINDS, composition
-from headscope.probes import HeadscopeError
+from ...circuits.composition.graph import circuit_graph
+from ...circuits.composition.scores import KINDS, composition
+from ...probes import HeadscopeError
 
 from .. import saved_scores
 from ..jobs import job_progress

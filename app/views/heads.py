@@ -15,12 +15,12 @@ import pandas as pd
 from dash import Input, Output, State, dcc, html
 from dash.exceptions import PreventUpdate
 
-from headscope.circuits.ablation import head_ablation, prepare
-from headscope.circuits.head_detectors import DETECTORS, detector_scores
-from headscope.circuits.importance import gradient_importance
-from headscope.probes import HeadscopeError
-from headscope.probes.attention import attention_pattern
-from headscope.probes.components import component_attribution
+from ...circuits.heads.ablation import head_ablation, prepare
+from ...circuits.heads.detectors import DETECTORS, detector_scores
+from ...circuits.heads.importance import gradient_importance
+from ...probes import HeadscopeError
+from ...probes.readouts.attention import attention_pattern
+from ...probes.readouts.components import component_attribution
 
 from .. import saved_scores
 from ..jobs import job_progress
@@ -123,7 +123,7 @@ def register(app, session, runs_root: Path) -> None:
 def _record(model, prompt: str, target: str | None) -> dict:
     """The prompt as a one-record prompt set; the target defaults to the model's top next token."""
     if not target:
-        from headscope.probes import run
+        from ...probes import run
 
         batch = model.batch([prompt])
         top = int(run(model, batch, logits_at=batch.last).logits[0].argmax())

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dash import Input, Output, dcc, html
 from dash.exceptions import PreventUpdate
 
-from headscope.probes.lens import logit_lens
-from headscope.probes.tuned_lens import default_path, load_tuned_lens
+from ...probes.readouts.lens import logit_lens
+from ...probes.readouts.tuned_lens import default_path, load_tuned_lens
 
 from ..widgets import guarded, needs_model, target_input
 

@@ -15,7 +15,7 @@ from dash import Input, Output, dcc, html
 from dash.exceptions import PreventUpdate
 from flask import abort, send_file
 
-from headscope.probes import HeadscopeError, load_result
+from ...probes import HeadscopeError, load_result
 
 from ..widgets import error_box, guarded
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dash import Input, Output, State, dcc, html
 
-from headscope.circuits.tracing import trace
+from ...circuits.causal.tracing import trace
 
 from ..jobs import job_progress
 from ..widgets import error_box, guarded, job_controls, job_options, target_input

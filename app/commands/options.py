@@ -1,0 +1,113 @@
+"""What every command shares: the model and output options, and parsers for list-valued options.
+
+Allowed values come from the analyses' own declarations (``choices=`` or ``choice_list``), so a mode,
+metric or kind is declared once in the project and checked once, by argparse, before any model loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+MODEL_SPEC = "alias, random:<arch>, .gguf file, model dir or hub name"
+
+
+def model_options(parser: argparse.ArgumentParser, several: bool = False) -> None:
+    """``--model --device --dtype --seed --batch-size``."""
+    from ...probes.models.loading import DTYPES
+
+    if several:
+        parser.add_argument("--model", nargs="+", default=["default"], help=f"one or more model specs ({MODEL_SPEC})")
+    else:
+        parser.add_argument("--model", default="default", help=f"model spec ({MODEL_SPEC})")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    parser.add_argument("--dtype", default="float32", choices=list(DTYPES), help="weights and activations dtype")
+    parser.add_argument("--seed", type=int, default=0, help="seed for random weights and stochastic analyses")
+    parser.add_argument("--batch-size", type=int, default=None, help="rows per forward (default: what fits memory)")
+
+
+def out_options(parser: argparse.ArgumentParser) -> None:
+    """``--out DIR`` and ``--overwrite``."""
+    parser.add_argument("--out", required=True, help="new output directory (an existing one is refused, "
+                                                     "unless it is a headscope result and --overwrite is given)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the headscope result at --out (only its own files are removed)")
+
+
+def choice_list(allowed, what: str = "value"):
+    """An argparse type: comma-separated items, each one of ``allowed``."""
+    allowed = tuple(allowed)
+
+    def parse(text: str) -> tuple[str, ...]:
+        items = tuple(x.strip() for x in text.split(",") if x.strip())
+        for item in items:
+            if item not in allowed:
+                raise argparse.ArgumentTypeError(f"unknown {what} {item!r}; use {', '.join(allowed)}")
+        if not items:
+            raise argparse.ArgumentTypeError(f"give at least one {what} of {', '.join(allowed)}")
+        return items
+
+    return parse
+
+
+def number_list(kind=float, what: str = "numbers"):
+    """An argparse type: comma-separated numbers (``kind`` int or float)."""
+    def parse(text: str) -> list:
+        try:
+            values = [kind(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} must be comma-separated {what}") from None
+        if not values:
+            raise argparse.ArgumentTypeError(f"{text!r} holds no {what}")
+        return values
+
+    return parse
+
+
+INTS = number_list(int, "integers")
+FLOATS = number_list(float, "numbers")
+
+
+def span(text: str):
+    """``last``, ``all`` or ``START:END``."""
+    if text in ("last", "all"):
+        return text
+    try:
+        start, end = (int(x) for x in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} must be last, all or START:END") from None
+    return (start, end)
+
+
+def heads_or_count(text: str):
+    """A number k, or comma-separated ``layer-head`` pairs."""
+    if text.strip().isdigit():
+        return int(text)
+    try:
+        heads = [tuple(int(x) for x in part.split("-")) for part in text.split(",") if part.strip()]
+        if not heads or any(len(h) != 2 for h in heads):
+            raise ValueError
+        return heads
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number or heads like 14-3,15-0") from None
+
+
+def one_head(text: str) -> tuple[int, int]:
+    """One ``layer-head``."""
+    heads = heads_or_count(text)
+    if isinstance(heads, int) or len(heads) != 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be one head like 14-3")
+    return heads[0]
+
+
+def number_or_text(text: str):
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def load(args):
+    """The model the common options name."""
+    from ...probes import load_model
+
+    return load_model(args.model, device=args.device, dtype=args.dtype, seed=args.seed)

@@ -1,0 +1,241 @@
+"""Arithmetic heads per operation, with their neurons (Yu & Ananiadou, EMNLP 2024; Zhang et al. 2024).
+
+On the prompts of each operation that the model solves (``arithmetic_prompts``):
+
+- **Effect** of each head: the head-ablation sweep (``circuits.ablation``) with the log-probability
+  of the answer's first token, in ``zero`` and ``mean`` mode (mean over the operation's prompts), the
+  head's ``z`` replaced at every position. The reference ablates one head of one prompt ("3+5=") per
+  deep copy of the model, zeroing its ``o_proj`` columns, which is the zero mode here.
+- **Attention** of each head from the last position to the question's operand tokens and to its
+  operator token (summed weights, mean over prompts): Zhang et al.'s criterion.
+- **Specialisation**: a head is specialised to an operation when its zero-ablation effect there is at
+  least ``0.1`` nats and at least three times its largest effect on any other operation.
+- **Control**: the top-k heads of an operation (by zero-ablation effect) masked together vs k random
+  other heads (several seeds): accuracy (greedy first token) and mean log-probability.
+- **Neurons**: layer and neuron scores of the answer at the last position (``circuits.neurons``), and
+  comparative neuron analysis against the operation's top head(s) zero-ablated.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ...probes.models import hooks
+from ...probes import HeadscopeError, Model, Record, Result, run
+from ...probes.engine.run import row_chunks
+from ...probes.progress import tracked
+
+from ..heads.ablation import Head, head_ablation, prepare
+from .prompts import TEMPLATES, ArithmeticPrompt, accuracy_table, arithmetic_prompts, check_ops, score_prompts
+from ..heads.importance import ranking, top_vs_random
+from .neurons import neuron_attribution
+
+SPECIALIST_MIN, SPECIALIST_RATIO = 0.1, 3.0
+
+
+MODES = ("zero", "mean")  # the ablation modes this analysis runs
+
+class Unsolved(HeadscopeError):
+    """The model solves none of the prompts; ``accuracy`` holds the table that says so."""
+
+    def __init__(self, message: str, accuracy: pd.DataFrame):
+        super().__init__(message)
+        self.accuracy = accuracy
+
+
+def operand_attention(model: Model, prompts: list[ArithmeticPrompt], *, batch_size: int | None = None) -> np.ndarray:
+    """``[P, L, H, 2]``: each head's attention from the last position to the question's operand
+    tokens and to its operator token."""
+    toks = [model.tokenize(p.prompt) for p in prompts]
+    out = np.zeros((len(toks), model.n_layers, model.n_heads, 2))
+    names = [hooks.pattern(l) for l in range(model.n_layers)]
+    for sl in row_chunks(model, len(toks), max(len(t) for t in toks), batch_size):
+        batch = model.batch(toks[sl])
+        rows, last = torch.arange(len(batch)), batch.last
+
+        def keep(name, act):  # [B, H, dst, src] -> the last row of each prompt
+            return act[rows.to(act.device), :, last.to(act.device)].float()
+
+        with torch.no_grad():
+            cache = run(model, batch, record=Record(names, keep=keep), logits_at=torch.zeros(len(batch), dtype=torch.long)).cache
+        rows_ = torch.stack([cache[n] for n in names], 1).cpu()  # [B, L, H, src]
+        for i, (t, p) in enumerate(zip(toks[sl], prompts[sl])):
+            operands = t.positions_of(*p.spans["a"]) + t.positions_of(*p.spans["b"])
+            operator = t.positions_of(*p.spans["op"])
+            out[sl.start + i, ..., 0] = rows_[i][..., operands].sum(-1).numpy()
+            out[sl.start + i, ..., 1] = rows_[i][..., operator].sum(-1).numpy()
+    return out
+
+
+class Arithmetic(Result):
+    """Head effects per operation and mode (``frame``: ``heads.parquet``), with the prompt ``accuracy``
+    table, the scored ``prompts``, ``neurons``, ``layers`` (attention / MLP scores) and ``control``."""
+
+    kind = "arithmetic-heads"
+    table = "heads"
+    TABLES = ("accuracy", "prompts", "neurons", "layers", "control")
+    title = "headscope arithmetic heads"
+
+    def effects(self, mode: str = "zero") -> pd.DataFrame:
+        """Head x operation table of effects in ``mode``."""
+        part = self.frame[self.frame["mode"] == mode]
+        return part.pivot_table(index=["layer", "head"], columns="op", values="effect", sort=False)
+
+    def specialisation(self, top: int = 5) -> pd.DataFrame:
+        """The heads in the top ``top`` of any operation: effect per operation (zero ablation) and the
+        operation each is specialised to, if any (module docstring)."""
+        table = self.effects("zero")
+        chosen = sorted({hd for op in table.columns for hd in table[op].nlargest(top).index})
+        table = table.loc[chosen].copy()
+        ops = list(table.columns)
+
+        def special(row) -> str:
+            for op in ops:
+                others = row.drop(op).clip(lower=0)
+                if row[op] >= SPECIALIST_MIN and (others.empty or row[op] >= SPECIALIST_RATIO * others.max()):
+                    return op
+            return ""
+
+        table["specialised_to"] = table.apply(special, axis=1)
+        return table.reset_index()
+
+    def plot(self, op: str | None = None, mode: str = "zero"):
+        import plotly.graph_objects as go
+
+        op = op or self.frame["op"].iloc[0]
+        part = self.frame[(self.frame["op"] == op) & (self.frame["mode"] == mode)]
+        grid = part.pivot(index="layer", columns="head", values="effect")
+        fig = go.Figure(go.Heatmap(z=grid.values, x=[f"H{h}" for h in grid.columns], y=list(grid.index),
+                                   colorscale="RdBu", zmid=0, hovertemplate="L%{y} %{x}: %{z:.3f}<extra></extra>"))
+        fig.update_layout(title=f"{op}: {mode}-ablation effect on log p(answer)",
+                          yaxis=dict(title="layer", autorange="reversed"), height=max(380, 16 * len(grid) + 120))
+        return fig
+
+    def control_plot(self):
+        import plotly.express as px
+
+        c = self.control.groupby(["op", "control", "k"], as_index=False)["accuracy"].mean()
+        return px.line(c, x="k", y="accuracy", color="op", line_dash="control", markers=True,
+                       title="accuracy with the top-k heads of each operation masked vs k random heads")
+
+    def report(self) -> list:
+        import plotly.express as px
+
+        parts = [f"<h1>Arithmetic heads: {self.meta['model']}</h1>",
+                 f"<p>{self.meta['digits']}-digit operands, template {self.meta['template']}; "
+                 f"{self.meta['seconds']} s.</p><h2>Accuracy before filtering</h2>",
+                 self.accuracy.to_html(index=False, float_format=lambda v: f"{v:.3f}")]
+        for op in self.frame["op"].unique():
+            parts.append(self.plot(op))
+        parts += ["<h2>Specialisation (zero ablation, nats)</h2>",
+                  self.specialisation().to_html(index=False, float_format=lambda v: f"{v:.3f}")]
+        if self.control is not None and not self.control.empty:
+            parts.append(self.control_plot())
+        if self.layers is not None:
+            parts.append(px.bar(self.layers, x="layer", y="score", color="kind", facet_row="op", barmode="group",
+                                height=260 * self.layers["op"].nunique(),
+                                title="log-probability increase of the answer from each layer's output"))
+        if self.neurons is not None:
+            for op, part in self.neurons.groupby("op", sort=False):
+                parts.append(f"<h2>Top neurons: {op}</h2>")
+                for by in ("score", "cna_score"):
+                    top = part.nlargest(10, by)[["layer", "neuron", "score", "cna_score", "activation", "top_tokens"]]
+                    top = top.assign(top_tokens=top["top_tokens"].map(lambda t: " ".join(repr(x) for x in list(t)[:8])))
+                    parts += [f"<h3>by {by}</h3>", top.to_html(index=False, float_format=lambda v: f"{v:.4f}")]
+        return parts
+
+
+def arithmetic_heads(
+    model: Model,
+    ops=("add", "sub", "mul", "div"),
+    *,
+    digits: int = 1,
+    template: str = "fewshot",
+    n: int = 40,
+    seed: int = 0,
+    modes: tuple[str, ...] = MODES,
+    ks: tuple[int, ...] = (1, 2, 4, 8),
+    seeds: int = 3,
+    neuron_prompts: int = 8,
+    neuron_layers: list[int] | None = None,
+    cna_heads: list[Head] | int = 1,
+    batch_size: int | None = None,
+    progress: bool = True,
+) -> Arithmetic:
+    """The whole analysis (module docstring). ``cna_heads``: the heads ablated for comparative neuron
+    analysis, or a number k (each operation's top k heads); ``neuron_prompts``: solved prompts per
+    operation the neuron scores average over (0: no neuron analysis); ``neuron_layers``: the layers
+    whose neurons are scored (default all)."""
+    started = time.perf_counter()
+    ops = check_ops(ops)
+    for mode in modes:
+        if mode not in MODES:
+            raise HeadscopeError(f"unknown ablation mode {mode!r} for arithmetic heads; use zero and/or mean")
+    if isinstance(neuron_prompts, bool) or not isinstance(neuron_prompts, int) or neuron_prompts < 0:
+        raise HeadscopeError(f"neuron_prompts {neuron_prompts!r} must be 0 or a positive number of prompts")
+    for layer in neuron_layers or []:
+        model.check_layer(layer)
+    if isinstance(cna_heads, int) and not 1 <= cna_heads <= model.n_layers * model.n_heads:
+        raise HeadscopeError(f"cna_heads {cna_heads} must be between 1 and the number of heads")
+    prompts = arithmetic_prompts(model, ops, digits=digits, template=template, n=n, seed=seed)
+    others = [t for t in TEMPLATES if t != prompts[0].template]
+    every = prompts + [p for t in others for p in arithmetic_prompts(model, ops, digits=digits, template=t, n=n, seed=seed)]
+    scored = score_prompts(model, every, batch_size=batch_size or 32)
+    accuracy = accuracy_table(scored)
+    solved = [p for p, ok in zip(prompts, scored["correct"][:len(prompts)]) if ok]
+    if not solved:
+        raise Unsolved(f"{model.spec} answers none of the {len(prompts)} {prompts[0].template} prompts correctly "
+                       f"({', '.join(ops)}, {digits}-digit); nothing to analyse", accuracy)
+    heads, controls, notes, chosen, cna = [], [], [], [], {}
+    for op in tracked(ops, desc="arithmetic", unit="op", disable=not progress):
+        mine = [p for p in solved if p.op == op]
+        if not mine:
+            notes.append(f"{op}: no prompt solved, skipped")
+            continue
+        records = [p.record() for p in mine]
+        attention = operand_attention(model, mine, batch_size=batch_size).mean(0)  # [L, H, 2]
+        zero_effect = None
+        for mode in modes:
+            summary = head_ablation(model, records, mode=mode, metric="logprob", batch_size=batch_size,
+                                    progress=False).summary()
+            summary["operand_attention"] = attention[summary["layer"], summary["head"], 0]
+            summary["operator_attention"] = attention[summary["layer"], summary["head"], 1]
+            heads.append(summary.assign(op=op, mode=mode, n_prompts=len(mine)))
+            if mode == "zero":
+                zero_effect = {(int(l), int(h)): e for l, h, e in summary[["layer", "head", "effect"]].itertuples(index=False)}
+        if zero_effect is None:
+            zero_effect = {(int(l), int(h)): e for l, h, e in heads[-1][["layer", "head", "effect"]].itertuples(index=False)}
+        ranked = ranking(zero_effect)
+        usable = [k for k in ks if k <= model.n_layers * model.n_heads // 2]
+        if usable:
+            setup = prepare(model, records, mode="zero", metric="logprob", batch_size=batch_size)
+            curve = top_vs_random(setup, ranked, usable, seeds=tuple(range(seeds)), batch_size=batch_size)
+            controls.append(curve.frame.assign(op=op, clean_accuracy=curve.meta["clean_accuracy"]))
+        if neuron_prompts:
+            chosen.extend(mine[:neuron_prompts])
+            cna[op] = ranked[:cna_heads] if isinstance(cna_heads, int) else list(cna_heads)
+    neurons = layers = None
+    if chosen:  # one call for every operation: the unembedded weights are formed once per layer
+        result = neuron_attribution(model, [p.prompt for p in chosen], [p.answer_ids[0] for p in chosen],
+                                    groups=[p.op for p in chosen], ablate=cna, layers=neuron_layers,
+                                    batch_size=batch_size)
+        heads_text = {op: ";".join(f"{l}-{h}" for l, h in hs) for op, hs in cna.items()}
+        neurons = result.frame.rename(columns={"group": "op"})
+        neurons["cna_heads"] = neurons["op"].map(heads_text)
+        layers = result.layers.rename(columns={"group": "op"})
+    frame = pd.concat(heads, ignore_index=True)[["layer", "head", "op", "mode", "effect", "ci_low", "ci_high",
+                                                 "operand_attention", "operator_attention", "clean", "ablated",
+                                                 "n_prompts"]]
+    meta = {"model": model.spec, "ops": ops, "digits": digits, "template": prompts[0].template, "n_per_op": n,
+            "seed": seed, "modes": list(modes), "metric": "log p(answer's first token), clean - ablated",
+            "n_solved": {op: sum(p.op == op for p in solved) for op in ops}, "notes": notes,
+            "specialist_rule": f"effect >= {SPECIALIST_MIN} and >= {SPECIALIST_RATIO}x any other operation's",
+            "neuron_prompts": neuron_prompts, "neuron_layers": neuron_layers,
+            "seconds": round(time.perf_counter() - started, 2)}
+    control = pd.concat(controls, ignore_index=True) if controls else None
+    return Arithmetic(frame, meta, {"accuracy": accuracy, "prompts": scored, "neurons": neurons, "layers": layers,
+                                    "control": control})

@@ -1,0 +1,247 @@
+"""Batch head-importance reports: every head of one or more models on one or more prompt sets.
+
+``head_report`` writes into ``out``:
+
+- ``heads.parquet``: per (model, prompt set, layer, head): ``effect, ci_low, ci_high`` of the
+  single-head ablation, the detector scores (induction, previous-token, duplicate-token,
+  attention sink) and, when asked, the gradient importance;
+- ``heads_by_prompt.parquet``: per (model, prompt set, prompt, layer, head): ``clean, ablated, effect``;
+- ``heads.json``: ``{"layer-head": [effect per prompt]}`` (the retrieval-head reference's format);
+  with several models or prompt sets, one such object per ``"model | prompt set"`` key;
+- ``pruning.parquet`` (with ``pruning=True``): the pruning curves, by importance and random orders;
+- ``report.html``: one self-contained page (plotly inlined, opens offline); its pruning curve
+  removes heads by the size of their single-head effect, smallest first, as Michel et al. prune by
+  the magnitude of importance;
+- ``meta.json``: parameters, model and prompt-set descriptions, rank correlations, timings.
+
+The ablations run in chunks of prompts, each saved under ``.<out>.partial`` next to ``out``; a run
+interrupted and started again with the same parameters reuses the finished chunks (chunks are fixed
+by prompt index, so the result equals an uninterrupted run's). ``out`` appears only when complete.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from ...probes import HeadscopeError, Model, Result, load_model
+from ...probes.progress import tracked
+from ...probes.results.outputs import check_output_dir
+
+from .ablation import LOWER_IS_BETTER, HeadAblation, check_options, prepare, single_heads
+from .detectors import attention_sink, detector_scores
+from .importance import PruningCurve, gradient_importance, pruning_curve
+from ..prompt_sets import read_prompt_set
+from ..stats import spearman
+
+
+class HeadReport(Result):
+    """The batch head report: ``heads`` (per model, prompt set, layer, head), ``heads_by_prompt``,
+    optional ``pruning``; ``heads.json`` and ``report.html`` are written from them."""
+
+    kind = "head-report"
+    table = "heads"
+    TABLES = ("heads_by_prompt", "pruning")
+    title = "headscope head report"
+
+    def combinations(self):
+        """``(key, info, heads, ablation)`` per (model, prompt set): its row of meta, its head table and
+        its single-head ablations as a ``HeadAblation``."""
+        for info in self.meta["combinations"]:
+            pick = lambda f: f[(f["model"] == info["model"]) & (f["prompt_set"] == info["prompt_set"])]  # noqa: E731
+            frame = pick(self.heads_by_prompt).drop(columns=["model", "prompt_set"]).reset_index(drop=True)
+            yield (f"{info['model']} | {info['prompt_set']}", info, pick(self.frame),
+                   HeadAblation(frame, {"model": info["model"], **info}))
+
+    def plot(self):
+        """The first combination's ablation heatmap."""
+        return next(self.combinations())[3].plot()
+
+    def exports(self) -> dict[str, str]:
+        exports = {key: ablation.effects_by_head() for key, _, _, ablation in self.combinations()}
+        return {"heads.json": json.dumps(next(iter(exports.values())) if len(exports) == 1 else exports)}
+
+    def pruning_plot(self, info: dict):
+        part = self.pruning[(self.pruning["model"] == info["model"]) & (self.pruning["prompt_set"] == info["prompt_set"])]
+        return PruningCurve(part, {**info["pruning"], "metric": info["metric"]}).plot()
+
+    def report(self) -> list:
+        params = self.meta["params"]
+        lower = params["metric"] in LOWER_IS_BETTER
+        parts = [
+            "<h1>Head importance report</h1>",
+            f"<p>{params['mode']} ablation of each head, metric {params['metric']} "
+            f"(effect = {'ablated - clean' if lower else 'clean - ablated'}; positive: the head supports the behaviour), "
+            f"positions {params['positions']}, seed {params['seed']}. Written {self.meta['created']} in "
+            f"{self.meta['seconds']} s.</p>",
+        ]
+        combos = list(self.combinations())
+        if len(combos) > 1:
+            top = {key: table.nlargest(10, "effect").apply(lambda r: f"L{r['layer']}H{r['head']} ({r['effect']:.3g})",
+                                                            axis=1).tolist() for key, _, table, _ in combos}
+            parts += ["<h2>Comparison: top 10 heads</h2>", pd.DataFrame(top).to_html(index=False)]
+        for key, info, table, ablation in combos:
+            mi = info["model_info"]
+            parts += [f"<h2>{html.escape(key)}</h2>",
+                      f"<p>Model {html.escape(info['model'])}: {mi.get('n_layers')} layers x {mi.get('n_heads')} "
+                      f"{html.escape(info['heads_are'])}, {mi.get('architecture')}, {mi.get('dtype')}, "
+                      f"{mi.get('device')}. Prompt set {html.escape(info['prompt_set'])} ({info['n_prompts']} prompts, "
+                      f"{html.escape(info['prompt_source'])}). {info['seconds']} s.</p>"]
+            for note in info.get("notes", []):
+                parts.append(f"<p><i>{html.escape(note)}</i></p>")
+            if "spearman_gradient_importance_vs_effect" in info:
+                parts.append(f"<p>Gradient importance vs exact effect: Spearman "
+                             f"{info['spearman_gradient_importance_vs_effect']:.3f} (vs |effect| "
+                             f"{info['spearman_gradient_importance_vs_abs_effect']:.3f}); first-order estimate vs "
+                             f"effect {info['spearman_gradient_estimate_vs_effect']:.3f}.</p>")
+            parts.append(ablation.plot())
+            if "pruning" in info:
+                p = info["pruning"]
+                parts += [f"<p>Pruning by {p['importance']} (computed once, not recomputed): knee at "
+                          f"{p['knee_fraction']:.0%} of heads removed ({p['knee_removed']} heads).</p>",
+                          self.pruning_plot(info)]
+            parts += ["<h3>Top heads</h3>", table.nlargest(20, "effect").drop(columns=["model", "prompt_set"])
+                      .to_html(index=False, float_format=lambda v: f"{v:.4g}")]
+        return parts
+
+
+def head_report(
+    models: list[str | Model],
+    prompt_files: list[str | Path],
+    out: str | Path,
+    *,
+    mode: str = "zero",
+    metric: str = "logprob",
+    positions: str = "all",
+    gradient: bool = False,
+    pruning: bool = False,
+    seed: int = 0,
+    device: str = "auto",
+    dtype: str = "float32",
+    batch_size: int | None = None,
+    chunk_size: int = 16,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Run the head analyses for every model x prompt set and write the report (module docstring).
+
+    ``out`` must be a new directory, or an earlier result replaced with ``overwrite`` (``outputs``)."""
+    started = time.perf_counter()
+    out = check_output_dir(out, overwrite)
+    check_options(mode, metric, positions)
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise HeadscopeError(f"chunk_size {chunk_size!r} must be at least 1")
+    if not models or not prompt_files:
+        raise HeadscopeError("give at least one model and one prompt file")
+    sets = [read_prompt_set(p) for p in prompt_files]
+    for ps in sets:
+        if metric == "logit_diff":
+            ps.require("foil", "the logit difference")
+        if mode == "resample":
+            ps.require("corrupted", "resample ablation")
+    specs = [m.spec if isinstance(m, Model) else str(m) for m in models]
+    params = {"models": specs, "prompt_files": [str(Path(p).resolve()) for p in prompt_files],
+              "prompt_files_mtime": [os.path.getmtime(p) for p in prompt_files], "mode": mode, "metric": metric,
+              "positions": positions, "gradient": gradient, "pruning": pruning, "seed": seed, "dtype": dtype,
+              "chunk_size": chunk_size}
+    partial = _resume_dir(out, params)
+
+    heads_rows, by_prompt, pruning_rows, combos = [], [], [], []
+    for mi, spec in enumerate(models):
+        model = spec if isinstance(spec, Model) else load_model(spec, device=device, dtype=dtype, seed=seed)
+        detectors = detector_scores(model, seed=seed)
+        for si, ps in enumerate(sets):
+            t0 = time.perf_counter()
+            setup = prepare(model, ps, mode=mode, metric=metric, positions=positions, batch_size=batch_size)
+            starts = range(0, len(ps), chunk_size)
+            frames = []
+            if not partial.exists():  # only now: a run that fails in its checks leaves nothing behind
+                partial.mkdir(parents=True)
+                (partial / "params.json").write_text(json.dumps(params))
+            for ci in tracked(starts, desc=f"{model.spec} / {ps.name}", unit="chunk", disable=not progress):
+                frames.append(_chunk(setup, partial / f"m{mi}-s{si}-c{ci // chunk_size}.parquet",
+                                     list(range(ci, min(ci + chunk_size, len(ps)))), batch_size))
+            ablation = HeadAblation(pd.concat(frames, ignore_index=True),
+                                    {"model": model.spec, **setup.describe()})
+            table = ablation.summary().merge(detectors, on=["layer", "head"])
+            table = table.merge(attention_sink(model, setup.encoded.tokens), on=["layer", "head"])
+            info = {"model": model.spec, "prompt_set": ps.name, "prompt_source": ps.source, "n_prompts": len(ps),
+                    "model_info": model.info(), **{k: v for k, v in setup.describe().items() if k not in ("prompt_set",)}}
+            if gradient:
+                importance = gradient_importance(setup, batch_size=batch_size).frame
+                table = table.merge(importance.rename(columns={"importance": "gradient_importance",
+                                                               "gradient": "gradient_estimate"}), on=["layer", "head"])
+                info["spearman_gradient_importance_vs_effect"] = spearman(table["gradient_importance"], table["effect"])
+                info["spearman_gradient_importance_vs_abs_effect"] = spearman(table["gradient_importance"],
+                                                                              table["effect"].abs())
+                info["spearman_gradient_estimate_vs_effect"] = spearman(table["gradient_estimate"], table["effect"])
+            if pruning:
+                size = {(int(l), int(h)): abs(float(e))  # least important: the smallest single-head effect
+                        for l, h, e in table[["layer", "head", "effect"]].itertuples(index=False)}
+                curve = pruning_curve(setup, size, importance_name="|single-head ablation effect|",
+                                      batch_size=batch_size)
+                info["pruning"] = {k: curve.meta[k] for k in ("importance", "recomputed", "step", "seeds",
+                                                             "knee_fraction", "knee_removed")}
+                pruning_rows.append(curve.frame.assign(model=model.spec, prompt_set=ps.name))
+            info["seconds"] = round(time.perf_counter() - t0, 3)
+            table.insert(0, "prompt_set", ps.name)
+            table.insert(0, "model", model.spec)
+            frame = ablation.frame.copy()
+            frame.insert(0, "prompt_set", ps.name)
+            frame.insert(0, "model", model.spec)
+            heads_rows.append(table)
+            by_prompt.append(frame)
+            combos.append(info)
+        del model
+
+    meta = {"params": {k: v for k, v in params.items() if k != "prompt_files_mtime"}, "combinations": combos,
+            "seconds": round(time.perf_counter() - started, 3)}
+    tables = {"heads_by_prompt": pd.concat(by_prompt, ignore_index=True),
+              "pruning": pd.concat(pruning_rows, ignore_index=True) if pruning_rows else None}
+    HeadReport(pd.concat(heads_rows, ignore_index=True), meta, tables).save(out, overwrite)
+    shutil.rmtree(partial, ignore_errors=True)
+    return out
+
+
+def _resume_dir(out: Path, params: dict) -> Path:
+    """``.<out>.partial`` beside ``out``: its chunks are reused when ``params`` match, else removed.
+
+    Only files this module writes there are ever removed; a directory of that name holding
+    anything else is refused."""
+    partial = out.parent / f".{out.name}.partial"
+    if not partial.exists():
+        return partial
+    ours = partial.is_dir() and not partial.is_symlink() and all(
+        f.is_file() and (f.name == "params.json" or _CHUNK.fullmatch(f.name)) for f in partial.iterdir())
+    if not ours:
+        raise HeadscopeError(f"{partial} exists and is not a head report's resume directory; move it away")
+    try:
+        same = json.loads((partial / "params.json").read_text()) == params
+    except (OSError, ValueError):
+        same = False
+    if not same:
+        shutil.rmtree(partial)
+    return partial
+
+
+_CHUNK = re.compile(r"m\d+-s\d+-c\d+\.(parquet|tmp)")
+
+
+def _chunk(setup, path: Path, indices: list[int], batch_size) -> pd.DataFrame:
+    """One chunk's single-head ablations, read back when a previous run finished it."""
+    if path.exists():
+        return pd.read_parquet(path)
+    frame = single_heads(setup, indices=indices, batch_size=batch_size).frame
+    tmp = path.with_suffix(".tmp")
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+    return frame
+
+

@@ -1,0 +1,234 @@
+"""Activation capture: chosen hooks, layers, heads and positions over a list of prompts.
+
+Rows are (prompt, position) pairs: the ``frame`` has one row per captured token (``prompt``,
+``position``, ``token``) and each hook's tensor has one row per frame row. Per-head hooks
+(``hook_z``, ``hook_q``...) keep ``[row, head, d_head]``; attention patterns keep
+``[row, head, key]`` for the captured query positions. Prompts run in batches through the engine
+with SDPA attention unless a pattern is asked for. With ``out=DIR`` the rows stream to
+safetensors shards of ``shard_rows`` rows, written into a staging directory that is renamed into
+place only when the capture completes; an interrupted capture leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+import torch
+
+from .run import Record, hook_names, row_chunks, run
+from ..errors import HeadscopeError
+from ..models.model import Model
+from ..text.prompts import read_prompts
+from ..results.outputs import check_output_dir, commit, new_staging
+from ..results.result import Result, read_table, write_meta
+from ..progress import tracked
+
+PATTERN_HOOKS = ("hook_pattern", "hook_attn_scores")
+
+
+class Activations(Result):
+    """Captured activations: ``frame`` indexes the rows, ``tensors[hook]`` holds the values."""
+
+    kind = "activations"
+    table = "index"
+
+    def __init__(self, frame: pd.DataFrame, meta: dict, tensors: dict[str, torch.Tensor] | None = None,
+                 directory: Path | None = None):
+        super().__init__(frame, meta)
+        self._tensors = tensors
+        self._directory = directory
+
+    @property
+    def tensors(self) -> dict[str, torch.Tensor]:
+        if self._tensors is None:
+            self._tensors = _read_shards(self._directory, self.meta["shards"])
+        return self._tensors
+
+    def __getitem__(self, hook: str) -> torch.Tensor:
+        if hook not in self.tensors:
+            raise HeadscopeError(f"hook {hook!r} was not captured; captured: {', '.join(self.tensors)}")
+        return self.tensors[hook]
+
+    def plot(self):
+        """Mean L2 norm of each captured hook's rows, by layer (one line per hook kind)."""
+        import plotly.express as px
+
+        rows = []
+        for name, t in self.tensors.items():
+            parts = name.split(".")
+            layer = int(parts[1]) if parts[0] == "blocks" else -1
+            rows.append({"hook": ".".join(p for p in parts if not p.isdigit()), "layer": layer,
+                         "mean_norm": float(t.float().flatten(1).norm(dim=1).mean())})
+        fig = px.line(pd.DataFrame(rows), x="layer", y="mean_norm", color="hook", markers=True,
+                      title=f"Activation norms, {self.meta.get('model')}")
+        return fig
+
+    def _write_files(self, directory: Path) -> None:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous().cpu() for k, v in self.tensors.items()}, directory / "shard-00000.safetensors")
+        self.meta["shards"] = ["shard-00000.safetensors"]
+
+    @classmethod
+    def _load(cls, directory: Path, meta: dict) -> "Activations":
+        frame = read_table(directory / f"{cls.table}.parquet")
+        return cls(frame, meta, directory=directory)
+
+
+def _read_shards(directory: Path, shards: list[str]) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    parts = [load_file(directory / s) for s in shards]
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]} if parts else {}
+
+
+def _select(name: str, act: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor,
+            heads: torch.Tensor | None, n_keys: int) -> torch.Tensor:
+    """Rows ``(rows[i], positions[i])`` of an activation, per-head hooks restricted to ``heads``.
+    Attention rows get ``n_keys`` keys (the longest prompt's length), whatever their batch's length:
+    a key a prompt does not have gets weight 0 and the dtype's lowest score, as masking gives."""
+    if name.endswith(PATTERN_HOOKS):
+        act = act.transpose(1, 2)  # [batch, query, head, key]
+        fill = 0.0 if name.endswith("hook_pattern") else torch.finfo(act.dtype).min
+        act = torch.nn.functional.pad(act, (0, n_keys - act.shape[-1]), value=fill)
+    out = act[rows, positions]
+    if heads is not None and out.ndim >= 3:
+        out = out[:, heads]
+    return out
+
+
+def capture(
+    model: Model,
+    prompts: Sequence[str] | str | Path,
+    hooks: str | Sequence[str] = "blocks.*.hook_resid_post",
+    *,
+    layers: Sequence[int] | None = None,
+    heads: Sequence[int] | None = None,
+    positions: str | tuple[int, int] = "last",
+    batch_size: int | None = None,
+    device: str = "cpu",
+    out: str | Path | None = None,
+    shard_rows: int = 4096,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Activations:
+    """Capture activations; ``positions`` is ``"last"``, ``"all"`` or a token span ``(start, end)``;
+    ``device`` is where the captured tensors are kept: ``"cpu"`` or ``"model"`` (e.g. stay on the GPU).
+    With ``out`` the rows stream to a new directory (``overwrite``: replace an earlier result there)."""
+    if isinstance(prompts, (str, Path)):
+        prompts = read_prompts(prompts)
+    prompts = list(prompts)
+    names = hook_names(model, hooks)
+    if layers is not None:
+        for layer in layers:
+            model.check_layer(layer)
+        names = [n for n in names if n.split(".")[0] == "blocks" and int(n.split(".")[1]) in set(layers)]
+        if not names:
+            raise HeadscopeError(f"hooks {hooks!r} have nothing in layers {list(layers)}")
+    head_index = None
+    if heads is not None:
+        head_index = torch.tensor([model.check_head(h) for h in heads])
+    if device not in ("cpu", "model"):
+        raise HeadscopeError(f"device {device!r} for captured tensors must be 'cpu' or 'model' (the model's device)")
+    if positions not in ("last", "all") and not (isinstance(positions, tuple) and len(positions) == 2):
+        raise HeadscopeError(f"positions {positions!r} must be 'last', 'all' or a (start, end) token span")
+    toks = [model.tokenize(p) for p in prompts]
+    longest = max(len(t) for t in toks)
+    slices = row_chunks(model, len(toks), longest, batch_size)
+    started = time.perf_counter()
+
+    meta = {"model": model.spec, "hooks": names, "positions": positions if isinstance(positions, str) else list(positions),
+            "heads": None if heads is None else list(heads), "n_prompts": len(prompts),
+            "batch_size": slices[0].stop - slices[0].start if slices else 0}
+    writer = _ShardWriter(Path(out), shard_rows, overwrite) if out is not None else None
+    frames, kept = [], {n: [] for n in names}
+    try:
+        for sl in tracked(slices, desc="capture", unit="batch", disable=not progress):
+            batch = model.batch(toks[sl])
+            rows, pos = _row_positions(batch, positions)
+            if len(rows) == 0:
+                continue
+            keep = lambda n, a: _select(n, a, rows.to(a.device), pos.to(a.device), head_index, longest)  # noqa: E731
+            result = run(model, batch, record=Record(names, keep=keep))
+            ids = batch.input_ids[rows, pos].tolist()
+            frame = pd.DataFrame({"prompt": (rows + sl.start).tolist(), "position": pos.tolist(),
+                                  "token": [model.tokenizer.decode([i]) for i in ids]})
+            values = {n: result.cache[n].to("cpu" if device == "cpu" else model.device) for n in names}
+            if writer is not None:
+                writer.add(frame, values)
+            else:
+                frames.append(frame)
+                for n in names:
+                    kept[n].append(values[n])
+        meta["seconds"] = round(time.perf_counter() - started, 3)
+        if writer is not None:
+            return writer.finish(meta)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["prompt", "position", "token"])
+    return Activations(frame, meta, {n: torch.cat(v) for n, v in kept.items() if v})
+
+
+def _row_positions(batch, positions) -> tuple[torch.Tensor, torch.Tensor]:
+    lengths = batch.lengths.cpu()
+    if positions == "last":
+        return torch.arange(len(lengths)), lengths - 1
+    rows, pos = [], []
+    for r, n in enumerate(lengths.tolist()):
+        start, end = (0, n) if positions == "all" else (max(0, positions[0]), min(n, positions[1]))
+        rows += [r] * max(0, end - start)
+        pos += list(range(start, end))
+    return torch.tensor(rows, dtype=torch.long), torch.tensor(pos, dtype=torch.long)
+
+
+class _ShardWriter:
+    """Buffers captured rows and writes safetensors shards into a staging directory."""
+
+    def __init__(self, target: Path, shard_rows: int, overwrite: bool):
+        if shard_rows < 1:
+            raise HeadscopeError(f"shard_rows {shard_rows} must be at least 1")
+        self.target = check_output_dir(target, overwrite)
+        self.overwrite = overwrite
+        self.shard_rows = shard_rows
+        self.staging = new_staging(self.target)
+        self.frames: list[pd.DataFrame] = []
+        self.buffer: dict[str, list[torch.Tensor]] = {}
+        self.buffered = 0
+        self.shards: list[str] = []
+
+    def add(self, frame: pd.DataFrame, values: dict[str, torch.Tensor]) -> None:
+        self.frames.append(frame)
+        for n, v in values.items():
+            self.buffer.setdefault(n, []).append(v.cpu())
+        self.buffered += len(frame)
+        if self.buffered >= self.shard_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        from safetensors.torch import save_file
+
+        if not self.buffered:
+            return
+        name = f"shard-{len(self.shards):05d}.safetensors"
+        save_file({n: torch.cat(v).contiguous() for n, v in self.buffer.items()}, self.staging / name)
+        self.shards.append(name)
+        self.buffer, self.buffered = {}, 0
+
+    def finish(self, meta: dict) -> Activations:
+        self._flush()
+        frame = pd.concat(self.frames, ignore_index=True)
+        result = Activations(frame, {**meta, "shards": self.shards})
+        frame.to_parquet(self.staging / f"{Activations.table}.parquet", index=False)
+        write_meta(self.staging, result.saved_meta())
+        commit(self.staging, self.target, self.overwrite)
+        result._directory = self.target
+        return result
+
+    def abort(self) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)

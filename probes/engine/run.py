@@ -1,0 +1,291 @@
+"""The hook engine: the one place that runs a model with hooks over a batch of prompts.
+
+``run(model, batch, interventions, record, spec)`` takes a right-padded ``Batch`` and
+
+- ``interventions``: ``Intervention`` objects (``interventions``), each changing some rows of one hook's
+  activation (set, add, scale, project, apply), so each row of a sweep can ablate, restore, patch,
+  steer or gate something different inside one hook call;
+- ``record``: hook names or glob patterns whose activations to keep, or ``Record``s that also reduce
+  them (e.g. to the last position), so only what is asked for is held;
+- ``spec`` (``RunSpec``, or its fields as keywords):
+  ``start_layer`` + ``resid``: start the forward at block ``l`` from a cached residual stream
+  (``blocks.{l}.hook_resid_pre``; at ``l = 0`` it replaces the embeddings); blocks below ``l`` are
+  swapped for pass-throughs and cost nothing, so a sweep of variants at layer ``l`` never recomputes
+  the prefix they cannot change;
+  ``logits_at``: the positions (one per row) whose logits are wanted; the unembedding then runs on
+  those rows only;
+  ``grad``: keep the autograd graph (recorded activations are not detached) for gradient methods;
+  ``control``: an ``AttentionControl`` (``attention_control``): attention rows of the last queries
+  computed in linear memory, and heads whose query or output is zeroed, inside the model's own
+  attention call;
+  ``kv_cache`` / ``past``: return the run's keys and values (every position, every layer), and resume a
+  run from a prefix of them (``prefix_cache``): a variant that changes nothing before token ``t``
+  needs only the positions from ``t`` on, attending to the cached keys and values of the rest. Only
+  under SDPA: the bridge's eager attention ignores the resumed run's offset (wrong rotary positions
+  and causal mask), so a resumed run that needs eager attention is refused.
+
+``row_chunks`` cuts a list of rows into memory-sized forwards; every sweep uses it.
+
+Attention: the bridge re-implements attention eagerly to expose patterns. When no intervention or
+record of a run reads a hook that only eager attention fires (``hook_pattern``, ``hook_attn_scores``,
+the rotary hooks), the attention modules delegate to the HF implementation with SDPA instead, which
+fires every other hook with the same values (``probe_sdpa_hooks`` finds that set per model at load,
+and the tests check the values). ``attention="eager"`` forces the bridge's path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import warnings
+from dataclasses import dataclass, replace
+from typing import Callable, Iterable, Iterator, Sequence
+
+import torch
+
+from ..models import hooks
+from .attention_control import NAME, AttentionControl, controlling, register
+from .attention_mode import attention_mode, choose_attention
+from .interventions import Intervention
+from ..errors import HeadscopeError
+from ..models.model import Batch, Model
+
+
+HookFn = Callable[[torch.Tensor, object], torch.Tensor | None]
+
+
+@dataclass
+class Record:
+    """Keep the activations of ``hooks`` (names or glob patterns), reduced by ``keep(name, act)`` if given."""
+
+    hooks: str | Sequence[str]
+    keep: Callable[[str, torch.Tensor], torch.Tensor] | None = None
+
+
+@dataclass
+class RunSpec:
+    """How one forward runs (module docstring): where it starts, which logits, gradients, keys and values."""
+
+    start_layer: int = 0
+    resid: torch.Tensor | None = None
+    logits_at: torch.Tensor | None = None
+    attention: str = "auto"
+    grad: bool = False
+    kv_cache: bool = False
+    past: object | None = None
+    control: AttentionControl | None = None
+
+
+@dataclass
+class RunOutput:
+    logits: torch.Tensor | None  # [batch, pos, vocab], or [batch, vocab] when logits_at was given
+    cache: dict[str, torch.Tensor]
+    past: object | None = None  # the HF cache of keys and values, when kv_cache=True
+
+
+def hook_names(model: Model, patterns: str | Sequence[str]) -> list[str]:
+    """TransformerLens hook names matching glob patterns (``blocks.*.hook_resid_post``) or exact names."""
+    if isinstance(patterns, str):
+        patterns = [p.strip() for p in patterns.split(",") if p.strip()]
+    available = [n for n in model.bridge.hook_dict if model.bridge._gated_hook_reason(n) is None]
+    out: list[str] = []
+    for pattern in patterns:
+        matched = [n for n in available if fnmatch.fnmatchcase(n, pattern)]
+        if not matched:
+            raise HeadscopeError(
+                f"hook pattern {pattern!r} matches no hook of this model; e.g. blocks.*.hook_resid_post, "
+                "blocks.0.attn.hook_z, blocks.*.hook_mlp_out"
+            )
+        out.extend(n for n in matched if n not in out)
+    return _layer_sorted(out)
+
+
+def _layer_sorted(names: list[str]) -> list[str]:
+    def key(name: str):
+        parts = name.split(".")
+        layer = int(parts[1]) if parts[0] == "blocks" and parts[1].isdigit() else (-1 if "embed" in name else 10**6)
+        return layer, names.index(name)
+
+    return sorted(names, key=key)
+
+
+def _records(model: Model, record) -> list[tuple[str, Callable | None]]:
+    if record is None:
+        return []
+    if isinstance(record, (str, Record)):
+        record = [record]
+    if all(isinstance(r, str) for r in record):
+        record = [Record(list(record))]
+    out: dict[str, Callable | None] = {}
+    for r in record:
+        r = r if isinstance(r, Record) else Record(r)
+        for name in hook_names(model, r.hooks):
+            out[name] = r.keep
+    return list(out.items())
+
+
+def run(model: Model, batch: Batch, interventions: Iterable[Intervention] = (), record=None,
+        spec: RunSpec | None = None, **spec_fields) -> RunOutput:
+    """One forward pass over ``batch`` with interventions and a selective record (module docstring);
+    ``spec_fields`` (``logits_at=...``) override fields of ``spec``."""
+    spec = replace(spec or RunSpec(), **spec_fields)
+    start_layer, resid, attention, grad = spec.start_layer, spec.resid, spec.attention, spec.grad
+    kv_cache, past, control = spec.kv_cache, spec.past, spec.control
+    captured: dict[str, torch.Tensor] = {}
+
+    def make_recorder(name: str, keep) -> HookFn:
+        def record_act(act: torch.Tensor, hook=None):
+            kept = keep(name, act) if keep is not None else act
+            captured[name] = kept if grad else kept.detach()
+            return act
+
+        return record_act
+
+    fwd = [(i.hook, i) for i in interventions] + [(n, make_recorder(n, k)) for n, k in _records(model, record)]
+    if grad:  # weights are frozen: let gradients start at the embeddings so every activation has one
+        fwd.insert(0, ("hook_embed", _requiring_grad))
+    if spec.logits_at is not None:
+        fwd.append(("unembed.hook_in", _gather_rows(spec.logits_at)))
+    if start_layer or resid is not None:
+        model.check_layer(start_layer)
+        if resid is None or resid.shape[:2] != batch.input_ids.shape:
+            raise HeadscopeError(f"start_layer={start_layer} needs resid of shape [batch, pos, d_model] "
+                                 f"matching the batch {tuple(batch.input_ids.shape)}")
+        if start_layer == 0:  # nothing to skip: the embeddings are replaced by resid
+            fwd.insert(0, (hooks.resid_pre(0), lambda act, hook=None: resid.to(act.dtype)))
+    mode = choose_attention(model, [name for name, _ in fwd], attention)
+    if control is not None:
+        if mode == "eager" or not model.sdpa_hooks:
+            raise HeadscopeError("attention rows and head masks need the model's own attention (SDPA delegation); "
+                                 "this run reads a hook only eager attention fires, or the model cannot delegate")
+        mode = NAME
+        register()
+    if past is not None and mode == "eager":
+        # the bridge's eager attention ignores the offset of a resumed run (rotary positions, causal mask)
+        raise HeadscopeError("a run that reads attention patterns cannot resume from cached keys and values; "
+                             "run every position instead")
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.set_grad_enabled(grad))
+        stack.enter_context(warnings.catch_warnings())
+        # the engine passes past_key_values on purpose (transformers is pinned below 5.40, which renames it)
+        warnings.filterwarnings("ignore", message="`past_key_values` is deprecated", category=FutureWarning)
+        stack.enter_context(attention_mode(model, mode))
+        if control is not None:
+            stack.enter_context(controlling(control))
+        if start_layer:
+            stack.enter_context(_start_at(model, start_layer, resid))
+        stack.enter_context(model.bridge.hooks(fwd_hooks=fwd))
+        kwargs = {"attention_mask": batch.attention_mask}
+        if past is not None:
+            if bool((batch.lengths != batch.input_ids.shape[1]).any()):
+                raise HeadscopeError("a run resumed from cached keys and values cannot have padded rows")
+            kwargs = {"past_key_values": past}
+        if kv_cache:
+            from transformers import DynamicCache
+
+            # a cache without the model's config keeps every position, also on sliding-window layers
+            kwargs["past_key_values"] = DynamicCache() if past is None else past
+            logits, past = model.bridge(batch.input_ids, return_type="logits_and_cache", **kwargs)
+        else:
+            logits = model.bridge(batch.input_ids, return_type="logits", **kwargs)
+    if spec.logits_at is not None:
+        logits = logits[:, 0]
+    return RunOutput(logits, captured, past if kv_cache else None)
+
+
+def probe_sdpa_hooks(model: Model) -> frozenset[str]:
+    """Hooks that fire with the same shapes under SDPA delegation, if its logits match eager's."""
+    batch = model.batch(["The quick brown fox jumps over the lazy dog"])
+    every = [n for n in model.bridge.hook_dict if model.bridge._gated_hook_reason(n) is None]
+    model.sdpa_hooks = frozenset()
+    try:
+        eager = run(model, batch, record=every, attention="eager")
+        model.sdpa_hooks = frozenset(every)  # let the probe run fire whatever it can
+        sdpa = run(model, batch, record=every, attention="sdpa")
+    except Exception:  # an architecture whose HF attention cannot be delegated keeps eager
+        model.sdpa_hooks = frozenset()
+        return frozenset()
+    tol = 1e-4 if model.dtype == torch.float32 else 3e-2
+    scale = eager.logits.abs().max().clamp_min(1.0)
+    if (eager.logits - sdpa.logits).abs().max() > tol * scale:
+        return frozenset()
+    return frozenset(n for n, t in sdpa.cache.items() if n in eager.cache and eager.cache[n].shape == t.shape)
+
+
+def prefix_cache(model: Model, past, rows: torch.Tensor, length: int):
+    """A cache holding the first ``length`` positions of ``past``'s rows ``rows``, to resume from."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.hf_model.config)
+    idx = rows.to(past.layers[0].keys.device)
+    for i, layer in enumerate(past.layers):
+        cache.update(layer.keys[idx, :, :length], layer.values[idx, :, :length], i)
+    return cache
+
+
+def _requiring_grad(act: torch.Tensor, hook=None) -> torch.Tensor:
+    return act if act.requires_grad else act.detach().requires_grad_(True)
+
+
+def _gather_rows(positions: torch.Tensor) -> HookFn:
+    def gather(act: torch.Tensor, hook=None) -> torch.Tensor:
+        idx = positions.to(act.device)
+        return act[torch.arange(act.shape[0], device=act.device), idx][:, None]
+
+    return gather
+
+
+# -- starting at a layer ------------------------------------------------------------------------
+
+class _PassThrough(torch.nn.Module):
+    """Stands in for a skipped decoder block; the last one hands over the cached residual."""
+
+    def __init__(self, resid: torch.Tensor | None):
+        super().__init__()
+        self.resid = resid
+
+    def forward(self, hidden_states, *args, **kwargs):
+        return hidden_states if self.resid is None else self.resid
+
+
+@contextlib.contextmanager
+def _start_at(model: Model, layer: int, resid: torch.Tensor) -> Iterator[None]:
+    originals = [model.layers[i] for i in range(layer)]
+    for i in range(layer):
+        model.layers[i] = _PassThrough(resid if i == layer - 1 else None)
+    try:
+        yield
+    finally:
+        for i, module in enumerate(originals):
+            model.layers[i] = module
+
+
+# -- sweeps -------------------------------------------------------------------------------------
+
+def row_chunks(model: Model, n_rows: int, seq_len: int, batch_size: int | None = None,
+               per_row: int = 1) -> list[slice]:
+    """Slices of ``range(n_rows)``, each run as one forward: ``batch_size`` rows of the batch (default:
+    what fits memory for ``seq_len`` tokens), where each item takes ``per_row`` rows (its variants)."""
+    size = max(1, (batch_size or auto_batch_size(model, seq_len)) // per_row)
+    return list(chunks(n_rows, size))
+
+
+def chunks(n: int, size: int) -> Iterator[slice]:
+    """Consecutive slices of ``range(n)`` of at most ``size`` items."""
+    if size < 1:
+        raise HeadscopeError(f"batch size {size} must be at least 1")
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+def auto_batch_size(model: Model, seq_len: int, budget_bytes: int | None = None) -> int:
+    """Rows per forward that fit the memory budget (activations of every layer, with eager patterns)."""
+    if budget_bytes is None:
+        if model.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(model.device)
+            budget_bytes = int(free * 0.5)
+        else:
+            budget_bytes = 2 << 30
+    itemsize = torch.finfo(model.dtype).bits // 8
+    per_row = itemsize * seq_len * (8 * model.d_model + model.n_heads * seq_len + 2 * model.vocab_size)
+    return max(1, min(1024, budget_bytes // max(per_row, 1)))
