@@ -19,7 +19,8 @@ import time
 import numpy as np
 import torch
 
-from headscope.circuits.heads.ablation import all_heads, head_ablation, prepare
+from headscope.circuits.heads.ablation import all_heads, prepare
+from headscope.circuits.heads.single_heads import head_ablation
 from headscope.circuits.heads.importance import gradient_importance
 from headscope.probes import Intervention, load_model, run
 from headscope.probes.engine.run import chunks

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from headscope.circuits.heads.ablation import HeadAblation, all_heads, head_ablation, prepare
+from headscope.circuits.heads.ablation import all_heads, prepare
+from headscope.circuits.heads.single_heads import HeadAblation, head_ablation
 from headscope.circuits.heads.importance import gradient_importance, pruning_curve, ranking, top_vs_random
 from headscope.circuits.prompt_sets import read_prompt_set
 from headscope.probes import HeadscopeError, Intervention, load_result, run

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from headscope.circuits.heads.ablation import head_ablation
+from headscope.circuits.heads.single_heads import head_ablation
 from headscope.circuits.arithmetic.heads import Arithmetic, Unsolved, arithmetic_heads, operand_attention
 from headscope.circuits.arithmetic.prompts import arithmetic_prompts, operand_pairs, score_prompts
 from headscope.circuits.arithmetic.neurons import final_scale, last_state, neuron_attribution, neuron_scores, neuron_vectors

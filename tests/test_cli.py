@@ -92,3 +92,32 @@ def test_trace_and_patch_mistakes(tmp_path):
         assert out.returncode == 2, (args, out.stderr)
         assert message in out.stderr and out.stderr.strip().count("\n") == 0, out.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_public_api_names_resolve_and_version_is_one():
+    import headscope as hs
+    from importlib.metadata import version
+
+    assert hs.__version__ == version("headscope")
+    missing = [name for name in hs.__all__ if name != "__version__" and getattr(hs, name, None) is None]
+    assert not missing, missing
+    assert hs.trace.__module__ == "headscope.circuits.causal.tracing" and hs.Intervention is hs.probes.Intervention
+
+
+def test_version_help_and_aliases():
+    out = cli("--version")
+    assert out.returncode == 0 and out.stdout.strip().startswith("headscope ")
+    import subprocess
+    import sys
+
+    main_module = subprocess.run([sys.executable, "-m", "headscope", "--version"], capture_output=True, text=True)
+    assert main_module.returncode == 0 and main_module.stdout == out.stdout
+    from headscope.app.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "name")
+    for name, command in sub.choices.items():  # every option of every command says what it is
+        for action in command._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help, f"{name} {action.option_strings[0]} has no help"
+    assert sub.choices["svd"] is sub.choices["composition"]

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from headscope.circuits.heads.ablation import head_ablation
+from headscope.circuits.heads.single_heads import head_ablation
 from headscope.circuits.composition.channel_effects import channel_test, projection
 from headscope.circuits.composition.graph import importance_of
 from headscope.circuits.composition.scores import (Composition, composition, pair_components, random_baseline,

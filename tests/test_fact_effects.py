@@ -2,6 +2,7 @@
 the mean of the per-fact traces."""
 
 import numpy as np
+from scipy import stats
 import pytest
 
 from headscope.circuits.causal.fact_effects import BUCKETS, average_indirect_effects, position_buckets, read_facts
@@ -51,6 +52,10 @@ def test_average_equals_mean_of_traces(smol):
     for bucket, vals in values.items():
         assert got.loc[bucket, "effect"] == pytest.approx(np.mean(vals), abs=1e-6)
         assert got.loc[bucket, "n"] == len(vals)
+        if len(vals) > 1:  # the Student-t interval over the bucket's values (two facts: t with >= 1 dof)
+            half = stats.t.ppf(0.975, len(vals) - 1) * np.std(vals, ddof=1) / np.sqrt(len(vals))
+            assert got.loc[bucket, "ci_high"] - got.loc[bucket, "effect"] == pytest.approx(half, rel=1e-3, abs=1e-9)
+    assert meta["interval"] == {"method": "student-t", "level": 0.95, "n": 2}
     assert len(result.plot().data) == 1
 
 

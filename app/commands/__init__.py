@@ -1,11 +1,15 @@
 """The command line, one module per command family; each declares its ``COMMANDS``.
 
-Adding a command is one module here (``Command(name, help, arguments, run)``) plus its name below.
+Adding a command is one module here that declares ``COMMANDS = [Command(name, help, arguments, run)]``:
+every module of this package except ``base`` and ``options`` is a command family.
 """
 
-from . import app, arithmetic, capture, causal, composition, heads, info, lenses, retrieval
+import importlib
+import pkgutil
 
-FAMILIES = (info, capture, causal, heads, lenses, retrieval, arithmetic, composition, app)
+_SHARED = ("base", "options")
+FAMILIES = [importlib.import_module(f"{__name__}.{info.name}") for info in pkgutil.iter_modules(__path__)
+            if info.name not in _SHARED]
 COMMANDS = [command for family in FAMILIES for command in family.COMMANDS]
 
 __all__ = ["COMMANDS"]

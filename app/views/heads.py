@@ -15,7 +15,8 @@ import pandas as pd
 from dash import Input, Output, State, dcc, html
 from dash.exceptions import PreventUpdate
 
-from ...circuits.heads.ablation import head_ablation, prepare
+from ...circuits.heads.ablation import prepare
+from ...circuits.heads.single_heads import head_ablation
 from ...circuits.heads.detectors import DETECTORS, detector_scores
 from ...circuits.heads.importance import gradient_importance
 from ...probes import HeadscopeError

@@ -29,7 +29,8 @@ from ...probes import HeadscopeError, Model, Record, Result, run
 from ...probes.engine.run import row_chunks
 from ...probes.progress import tracked
 
-from ..heads.ablation import Head, head_ablation, prepare
+from ..heads.ablation import Head, prepare
+from ..heads.single_heads import head_ablation
 from .prompts import TEMPLATES, ArithmeticPrompt, accuracy_table, arithmetic_prompts, check_ops, score_prompts
 from ..heads.importance import ranking, top_vs_random
 from .neurons import neuron_attribution

@@ -1,6 +1,6 @@
 """Heads: ablation, gradient importance, pruning and masking curves, detectors, the batch head report."""
 
-from .ablation import head_ablation
+from .single_heads import head_ablation
 from .detectors import attention_sink, detector_scores
 from .importance import gradient_importance, pruning_curve, top_vs_random
 from .report import head_report

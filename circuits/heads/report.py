@@ -35,7 +35,8 @@ from ...probes import HeadscopeError, Model, Result, load_model
 from ...probes.progress import tracked
 from ...probes.results.outputs import check_output_dir
 
-from .ablation import LOWER_IS_BETTER, HeadAblation, check_options, prepare, single_heads
+from .ablation import LOWER_IS_BETTER, check_options, prepare
+from .single_heads import HeadAblation, single_heads
 from .detectors import attention_sink, detector_scores
 from .importance import PruningCurve, gradient_importance, pruning_curve
 from ..prompt_sets import read_prompt_set

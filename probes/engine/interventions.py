@@ -92,7 +92,12 @@ class Intervention:
             return self._new(act)
         act = act.clone() if act.requires_grad or self.op != "set" else act
         target = act if self.heads is None else act.transpose(1, 2)  # a view: writes go through to act
-        target[index] = self._new(target[index])
+        if self.op == "set":  # written without reading the selection first (sweeps set many rows)
+            value = self.value
+            target[index] = 0.0 if value is None else (
+                value.to(device=act.device, dtype=act.dtype) if isinstance(value, torch.Tensor) else value)
+        else:
+            target[index] = self._new(target[index])
         return act
 
     def _index(self, act: torch.Tensor) -> tuple:

@@ -1,6 +1,6 @@
 """Running text to train and evaluate on: the project's own passages, or a user's file.
 
-``data/passages.jsonl`` holds short passages written by the default model (``data/make_text.py``);
+``data/passages.jsonl`` holds short passages written by the default model (``data/generators/make_text.py``);
 every fifth passage is held out (``split="test"``) so that a lens trained on the rest is evaluated
 on text it has not seen. ``token_chunks`` turns passages into equal-length token sequences the way
 the tuned-lens reference does: documents joined by the end-of-text token, cut into chunks that each

@@ -7,7 +7,7 @@ right before the object. The model under study should complete the prompt with t
 * ``target`` is the object with a leading space, the way the model would predict it as the next token;
 * ``prompt`` never contains the target text.
 
-Run ``python data/make_facts.py`` to (re)write ``data/facts.jsonl`` next to this script, one JSON object
+Run ``python data/generators/make_facts.py`` to (re)write ``data/facts.jsonl``, one JSON object
 per line with the keys ``subject``, ``prompt``, ``target`` and ``relation``. The output is
 deterministic: relations come in the order of ``RELATIONS`` and facts in the order of their tables.
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-OUT = Path(__file__).with_name("facts.jsonl")
+OUT = Path(__file__).parent.parent / "facts.jsonl"
 
 # -- capital_of: country -> capital city ---------------------------------------------------------------------
 CAPITALS = [

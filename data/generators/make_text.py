@@ -6,7 +6,7 @@ elsewhere. Each passage is SmolLM2-135M-Instruct's sampled answer to one of our 
 (a topic from ``TOPICS`` in one of the ``STYLES``), one JSON object per line with the keys
 ``topic``, ``style`` and ``text``.
 
-Run ``python data/make_text.py`` to rewrite the file; sampling is seeded, so the same machine and
+Run ``python data/generators/make_text.py`` to rewrite the file; sampling is seeded, so the same machine and
 library versions give the same passages.
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-OUT = Path(__file__).with_name("passages.jsonl")
+OUT = Path(__file__).parent.parent / "passages.jsonl"
 SEED = 0
 MAX_NEW_TOKENS = 220
 BATCH = 32

@@ -8,7 +8,7 @@ something to the other (the indirect object); the prompt stops before the indire
   in it points to the answer (for resample ablation); it has the same words, and with one-token
   names the same token length.
 
-Run ``python data/make_ioi.py``; the output is deterministic (a seeded shuffle of name pairs).
+Run ``python data/generators/make_ioi.py``; the output is deterministic (a seeded shuffle of name pairs).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import json
 import random
 from pathlib import Path
 
-OUT = Path(__file__).with_name("ioi.jsonl")
+OUT = Path(__file__).parent.parent / "ioi.jsonl"
 NAMES = ["Mary", "John", "Anna", "James", "Sarah", "Tom", "Lucy", "Paul", "Emma", "David", "Kate", "Mark"]
 TEMPLATES = [
     "When {a} and {b} went to the {place}, {b} gave a {thing} to",
