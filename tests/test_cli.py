@@ -121,3 +121,36 @@ def test_version_help_and_aliases():
             if action.option_strings and action.dest != "help":
                 assert action.help, f"{name} {action.option_strings[0]} has no help"
     assert sub.choices["svd"] is sub.choices["composition"]
+
+
+def test_shipped_sets_by_name(tmp_path, monkeypatch):
+    import pytest
+
+    from headscope.circuits.causal.fact_effects import read_facts
+    from headscope.circuits.prompt_sets import read_prompt_set
+    from headscope.circuits.retrieval.haystack import read_needles
+    from headscope.probes import HeadscopeError, read_prompts
+
+    monkeypatch.chdir(tmp_path)  # names, not paths: nothing here is called ioi
+    ioi = read_prompt_set("ioi")
+    assert ioi.name == "ioi" and len(ioi) == 48 and all("corrupted" in r for r in ioi.records)
+    assert read_prompts("ioi")[0] == ioi.records[0]["prompt"]
+    assert len(read_facts("facts")) == 382 and len(read_needles("needles")) == 12
+    (tmp_path / "ioi").write_text("a prompt of my own\n")  # a file of that name wins over the shipped set
+    assert read_prompts("ioi") == ["a prompt of my own"]
+    with pytest.raises(HeadscopeError, match="prompt file not found: iio .*shipped set: facts, ioi, needles, passages"):
+        read_prompt_set("iio")
+
+
+def test_json_summaries(tmp_path, capsys):
+    from headscope.app.cli import main
+
+    assert main(["lens", "--model", "random:llama", "--prompt", "The cat sat", "--out", str(tmp_path / "l"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    saved = load_result(tmp_path / "l").frame
+    last = saved[saved["position"] == saved["position"].max()].sort_values("layer")
+    assert summary["out"] == str(tmp_path / "l") and summary["target_prob_by_layer"] == last["target_prob"].tolist()
+    assert main(["trace", "--model", "random:llama", "--prompt", "The cat sat on the mat", "--subject", "The cat",
+                 "--samples", "2", "--kinds", "resid", "--out", str(tmp_path / "t"), "--json"]) == 0
+    trace = json.loads(capsys.readouterr().out)
+    assert trace["high_score"] == load_result(tmp_path / "t").meta["high_score"]

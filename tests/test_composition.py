@@ -9,7 +9,7 @@ import torch
 
 from headscope.circuits.heads.single_heads import head_ablation
 from headscope.circuits.composition.channel_effects import channel_test, projection
-from headscope.circuits.composition.graph import importance_of
+from headscope.circuits.head_scores import head_scores
 from headscope.circuits.composition.scores import (Composition, composition, pair_components, random_baseline,
                                             reader_factor, writer_svd)
 from headscope.circuits.composition.weights import head_weights
@@ -177,8 +177,13 @@ def test_graph_and_cli(tmp_path):
 
 
 def test_importance_sources():
-    assert importance_of({(1, 2): 3}) == {(1, 2): 3.0}
+    assert head_scores({(1, 2): 3}) == {(1, 2): 3.0}
     frame = pd.DataFrame({"layer": [0, 0], "head": [1, 1], "score": [1.0, 3.0]})
-    assert importance_of(frame) == {(0, 1): 2.0}
+    assert head_scores(frame) == {(0, 1): 2.0}
+    assert head_scores(frame.set_index(["layer", "head"])["score"]) == {(0, 1): 2.0}  # a Series too
+    from headscope.circuits.heads.importance import ranking
+
+    two = pd.DataFrame({"layer": [0, 1], "head": [1, 0], "effect": [0.5, 2.0]})
+    assert ranking(two) == ranking({(0, 1): 0.5, (1, 0): 2.0}) == [(1, 0), (0, 1)]
     with pytest.raises(HeadscopeError, match="needs a column"):
-        importance_of(pd.DataFrame({"layer": [0], "head": [0], "x": [1]}))
+        head_scores(pd.DataFrame({"layer": [0], "head": [0], "x": [1]}))

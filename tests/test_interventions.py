@@ -20,8 +20,9 @@ def test_each_kind_equals_the_hand_written_change(tiny_llama):
     clean_resid, clean_z = recorded(model, [], resid), recorded(model, [], z)
     rows, pos = torch.tensor([0, 2]), torch.tensor([1, 3])
     d = model.d_model
-    vector = torch.randn(d, generator=torch.Generator().manual_seed(0))
-    basis = torch.linalg.qr(torch.randn(d, 3, generator=torch.Generator().manual_seed(1))).Q.T  # [3, d] orthonormal
+    device = model.device  # on a GPU machine too (HEADSCOPE_TEST_DEVICE=cuda)
+    vector = torch.randn(d, generator=torch.Generator().manual_seed(0)).to(device)
+    basis = torch.linalg.qr(torch.randn(d, 3, generator=torch.Generator().manual_seed(1))).Q.T.to(device)
 
     want = clean_resid.clone()
     want[rows, pos] = 7.0
@@ -42,13 +43,13 @@ def test_each_kind_equals_the_hand_written_change(tiny_llama):
     torch.testing.assert_close(got, want)
 
     out = recorded(model, [Intervention.project_out(resid, basis)], resid)
-    torch.testing.assert_close(out @ basis.T, torch.zeros(*out.shape[:2], 3), atol=1e-4, rtol=0)
+    torch.testing.assert_close(out @ basis.T, torch.zeros(*out.shape[:2], 3, device=device), atol=1e-4, rtol=0)
     torch.testing.assert_close(out + (clean_resid @ basis.T) @ basis, clean_resid, atol=1e-5, rtol=1e-5)
     kept = recorded(model, [Intervention.keep(resid, basis, rows=rows)], resid)
     torch.testing.assert_close(kept[rows], (clean_resid[rows] @ basis.T) @ basis)
     torch.testing.assert_close(kept[1], clean_resid[1])  # rows not named are untouched
 
-    mats = torch.randn(2, model.d_head, model.d_head, generator=torch.Generator().manual_seed(2))
+    mats = torch.randn(2, model.d_head, model.d_head, generator=torch.Generator().manual_seed(2)).to(device)
     want = clean_z.clone()
     want[rows, pos, 0] = torch.einsum("kd,kde->ke", clean_z[rows, pos, 0], mats)
     got = recorded(model, [Intervention.project(z, mats, rows=rows, positions=pos, heads=torch.zeros(2, dtype=torch.long))], z)
@@ -61,14 +62,14 @@ def test_each_kind_equals_the_hand_written_change(tiny_llama):
 def test_a_gate_carries_the_gradient_of_a_hand_written_scale(tiny_llama):
     model = tiny_llama
     batch = model.batch(PROMPTS)
-    gate = torch.full((len(PROMPTS), model.n_heads), 1.0, requires_grad=True)
+    gate = torch.full((len(PROMPTS), model.n_heads), 1.0, device=model.device, requires_grad=True)
     out = run(model, batch, [Intervention.scale(hooks.z(2), gate[:, None, :, None])], logits_at=batch.last, grad=True)
     (ours,) = torch.autograd.grad(out.logits[:, 5].sum(), gate)
 
     def by_hand(z, hook=None):
         return z * gate_ref[:, None, :, None]
 
-    gate_ref = torch.full((len(PROMPTS), model.n_heads), 1.0, requires_grad=True)
+    gate_ref = torch.full((len(PROMPTS), model.n_heads), 1.0, device=model.device, requires_grad=True)
     logits = model.bridge.run_with_hooks(batch.input_ids, attention_mask=batch.attention_mask,
                                          fwd_hooks=[(hooks.z(2), by_hand)])
     (theirs,) = torch.autograd.grad(logits[torch.arange(len(PROMPTS)), batch.last, 5].sum(), gate_ref)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ...circuits.arithmetic.heads import MODES
 from ...circuits.arithmetic.prompts import OPS
 from .base import Command
-from .options import INTS, choice_list, heads_or_count, load
+from .options import INTS, choice_list, emit, heads_or_count, load
 
 
 def arguments(p) -> None:
@@ -43,12 +43,14 @@ def run(args) -> None:
         raise HeadscopeError(f"{err} (accuracy table -> {args.out}/accuracy.parquet)") from None
     result.save(args.out, overwrite=args.overwrite)
     acc = result.accuracy[result.accuracy["template"] == result.meta["template"]]
-    print("accuracy: " + ", ".join(f"{r.op} {r.accuracy:.2f}" for r in acc.itertuples()))
     zero = result.frame[result.frame["mode"] == result.meta["modes"][0]]
-    for op, part in zero.groupby("op", sort=False):
-        top = part.nlargest(3, "effect")
-        print(f"{op}: top heads " + ", ".join(f"L{r.layer}H{r.head} {r.effect:.2f}" for r in top.itertuples()))
-    print(f"-> {args.out}")
+    tops = {op: part.nlargest(3, "effect") for op, part in zero.groupby("op", sort=False)}
+    emit(args, {"out": args.out, "accuracy": {r.op: r.accuracy for r in acc.itertuples()},
+                "top": {op: [{"head": f"L{r.layer}H{r.head}", "effect": r.effect} for r in top.itertuples()]
+                        for op, top in tops.items()}},
+         "accuracy: " + ", ".join(f"{r.op} {r.accuracy:.2f}" for r in acc.itertuples()) + "\n"
+         + "".join(f"{op}: top heads " + ", ".join(f"L{r.layer}H{r.head} {r.effect:.2f}" for r in top.itertuples())
+                   + "\n" for op, top in tops.items()) + f"-> {args.out}")
 
 
 COMMANDS = [Command("arithmetic", "arithmetic heads per operation, with layer and neuron analysis", arguments, run)]

@@ -51,4 +51,6 @@ class Command:
         self.arguments(parser)
         if self.writes:
             out_options(parser)
+        if self.name not in ("app", "info"):
+            parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
         parser.set_defaults(command=self)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .base import Command
-from .options import INTS, load, span
+from .options import INTS, emit, load, span
 
 
 def arguments(p) -> None:
@@ -21,7 +21,8 @@ def run(args) -> None:
     prompts = read_prompts(args.prompts)
     result = capture(load(args), prompts, args.hooks, layers=args.layers, heads=args.heads, positions=args.positions,
                      batch_size=args.batch_size, out=args.out, shard_rows=args.shard_rows, overwrite=args.overwrite)
-    print(f"captured {len(result.frame)} rows of {len(result.meta['hooks'])} hooks to {args.out}")
+    emit(args, {"out": args.out, "rows": len(result.frame), "hooks": result.meta["hooks"]},
+         f"captured {len(result.frame)} rows of {len(result.meta['hooks'])} hooks to {args.out}")
 
 
 COMMANDS = [Command("capture", "capture activations of a prompt file to a directory", arguments, run)]

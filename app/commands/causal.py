@@ -5,7 +5,7 @@ from __future__ import annotations
 from ...circuits.causal.patching import KINDS as PATCH_KINDS, METHODS
 from ...circuits.causal.tracing import KINDS as TRACE_KINDS
 from .base import Command
-from .options import choice_list, load, number_or_text
+from .options import choice_list, emit, load, number_or_text
 
 
 def trace_arguments(p) -> None:
@@ -33,8 +33,10 @@ def trace(args) -> None:
         facts = read_facts(args.facts)
         result = average_indirect_effects(load(args), facts, max_facts=args.max_facts, **options)
         result.save(args.out, overwrite=args.overwrite)
-        print(f"averaged over {result.meta['n_facts']} known facts ({result.meta['n_dropped']} of "
-              f"{result.meta['n_facts_given']} dropped as unknown) -> {args.out}")
+        meta = result.meta
+        emit(args, {"out": args.out, **{k: meta[k] for k in ("n_facts", "n_dropped", "n_facts_given", "interval")}},
+             f"averaged over {meta['n_facts']} known facts ({meta['n_dropped']} of {meta['n_facts_given']} dropped "
+             f"as unknown) -> {args.out}")
         return
     if not args.prompt or args.subject is None:
         raise HeadscopeError("trace needs --prompt and --subject (or --facts FILE.jsonl)")
@@ -43,9 +45,9 @@ def trace(args) -> None:
     result = causal_trace(load(args), args.prompt, args.subject, args.target, **options)
     result.save(args.out, overwrite=args.overwrite)
     meta = result.meta
-    for note in meta["notes"]:
-        print(f"note: {note}")
-    print(f"target {meta['target']!r}: clean {meta['high_score']:.4f}, corrupted {meta['low_score']:.4f} -> {args.out}")
+    emit(args, {"out": args.out, **{k: meta[k] for k in ("target", "high_score", "low_score", "notes")}},
+         "".join(f"note: {note}\n" for note in meta["notes"])
+         + f"target {meta['target']!r}: clean {meta['high_score']:.4f}, corrupted {meta['low_score']:.4f} -> {args.out}")
 
 
 def patch_arguments(p) -> None:
@@ -69,8 +71,10 @@ def patch(args) -> None:
     else:
         result = attribution_patching(model, args.clean, args.corrupted, args.target, args.foil, kinds=args.kinds)
     result.save(args.out, overwrite=args.overwrite)
-    print(f"{args.method} patching, {result.meta['metric']}: clean {result.meta['clean_metric']:.4f}, "
-          f"corrupted {result.meta['corrupted_metric']:.4f} -> {args.out}")
+    meta = result.meta
+    emit(args, {"out": args.out, "method": args.method, **{k: meta[k] for k in ("metric", "clean_metric", "corrupted_metric")}},
+         f"{args.method} patching, {meta['metric']}: clean {meta['clean_metric']:.4f}, "
+         f"corrupted {meta['corrupted_metric']:.4f} -> {args.out}")
 
 
 COMMANDS = [Command("trace", "causal tracing (ROME) of one prompt, or averaged over a fact file", trace_arguments, trace),

@@ -6,7 +6,7 @@ import argparse
 
 from ...circuits.composition.scores import KINDS
 from .base import Command
-from .options import FLOATS, INTS, choice_list, load, one_head
+from .options import FLOATS, INTS, choice_list, emit, load, one_head
 
 
 def head_scores(path: str):
@@ -40,12 +40,14 @@ def scores(args) -> None:
                          fold_norm=not args.no_fold_norm, seed=args.seed)
     graph = circuit_graph(result, args.importance, min_z=args.min_z)
     result.with_graph(graph).save(args.out, overwrite=args.overwrite)
-    for kind in args.kinds:
-        best = result.pairs(kind, 3)
-        print(f"{kind}: " + ", ".join(f"L{r.writer_layer}H{r.writer_head}->L{r.reader_layer}H{r.reader_head} "
-                                      f"{r.score:.3f} (z {r.z:.1f}, top component {r.top1_share:.0%})"
-                                      for r in best.itertuples()))
-    print(f"graph: {len(graph.nodes)} heads, {len(graph.frame)} edges -> {args.out}")
+    best = {kind: result.pairs(kind, 3) for kind in args.kinds}
+    emit(args, {"out": args.out, "graph_heads": len(graph.nodes), "graph_edges": len(graph.frame),
+                "top": {kind: [{"writer": f"L{r.writer_layer}H{r.writer_head}", "reader": f"L{r.reader_layer}H{r.reader_head}",
+                                "score": r.score, "z": r.z} for r in pairs.itertuples()] for kind, pairs in best.items()}},
+         "".join(f"{kind}: " + ", ".join(f"L{r.writer_layer}H{r.writer_head}->L{r.reader_layer}H{r.reader_head} "
+                                         f"{r.score:.3f} (z {r.z:.1f}, top component {r.top1_share:.0%})"
+                                         for r in pairs.itertuples()) + "\n" for kind, pairs in best.items())
+         + f"graph: {len(graph.nodes)} heads, {len(graph.frame)} edges -> {args.out}")
 
 
 def position(text: str):
@@ -71,10 +73,12 @@ def laundry(args) -> None:
                           writer=args.writer, components=args.components,
                           scales=args.scales if args.writer else [1.0], batch_size=args.batch_size)
     result.save(args.out, overwrite=args.overwrite)
-    for scale, part in result.accuracy().groupby("scale"):
-        print(f"scale {scale:g}: accuracy among items by length " + ", ".join(
-            f"{r.length}: {r.among_items:.2f}" for r in part.itertuples()))
-    print(f"-> {args.out}")
+    acc = result.accuracy()
+    emit(args, {"out": args.out, "among_items": {f"{scale:g}": {int(r.length): r.among_items for r in part.itertuples()}
+                                                 for scale, part in acc.groupby("scale")}},
+         "".join(f"scale {scale:g}: accuracy among items by length "
+                 + ", ".join(f"{r.length}: {r.among_items:.2f}" for r in part.itertuples()) + "\n"
+                 for scale, part in acc.groupby("scale")) + f"-> {args.out}")
 
 
 COMMANDS = [Command("composition", "composition scores between heads, low-rank channels and the head graph",

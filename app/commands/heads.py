@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ...circuits.heads.ablation import METRICS, MODES, POSITIONS
 from .base import Command
+from .options import emit
 
 
 def arguments(p) -> None:
@@ -17,13 +18,19 @@ def arguments(p) -> None:
 
 
 def run(args) -> None:
+    import pandas as pd
+
     from ...circuits.heads.report import head_report
 
     out = head_report(args.model, args.prompts, args.out, mode=args.ablation, metric=args.metric,
                       positions=args.positions, gradient=args.gradient, pruning=args.pruning_curve, seed=args.seed,
                       device=args.device, dtype=args.dtype, batch_size=args.batch_size, chunk_size=args.chunk_size,
                       overwrite=args.overwrite)
-    print(f"head report -> {out}/report.html")
+    top = pd.read_parquet(out / "heads.parquet").nlargest(5, "effect")
+    emit(args, {"out": str(out), "top": [{"model": r.model, "prompt_set": r.prompt_set, "head": f"L{r.layer}H{r.head}",
+                                          "effect": r.effect, "ci_low": r.ci_low, "ci_high": r.ci_high}
+                                         for r in top.itertuples()]},
+         f"head report -> {out}/report.html")
 
 
 COMMANDS = [Command("heads", "head ablation, importance and detectors for prompt sets: a batch report", arguments, run,

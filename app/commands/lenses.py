@@ -5,7 +5,7 @@ from __future__ import annotations
 from ...probes.readouts.lens import LENSES
 from ...probes.readouts.linear_probe import CONTROLS, TASKS
 from .base import Command
-from .options import load
+from .options import emit, load
 
 
 def lens_arguments(p) -> None:
@@ -25,11 +25,12 @@ def lens(args) -> None:
     else:
         result = logit_lens(model, args.prompt, target=args.target, top_k=args.top_k)
     result.save(args.out, overwrite=args.overwrite)
-    for note in result.meta["notes"]:
-        print(f"note: {note}")
     last = result.frame[result.frame["position"] == result.frame["position"].max()].sort_values("layer")
-    print(f"last position, target {last['target'].iloc[0]!r}: probability by layer "
-          + " ".join(f"{p:.2f}" for p in last["target_prob"]) + f" -> {args.out}")
+    emit(args, {"out": args.out, "target": last["target"].iloc[0], "target_prob_by_layer": last["target_prob"].tolist(),
+                "notes": result.meta["notes"]},
+         "".join(f"note: {note}\n" for note in result.meta["notes"])
+         + f"last position, target {last['target'].iloc[0]!r}: probability by layer "
+         + " ".join(f"{p:.2f}" for p in last["target_prob"]) + f" -> {args.out}")
 
 
 def train_arguments(p) -> None:
@@ -54,9 +55,11 @@ def train(args) -> None:
     path = lens_.save(args.out, args.overwrite) if args.out else lens_.save(default_path(model), overwrite=True)
     kl = lens_kl(model, lens_, tokens=args.eval_tokens, seq_len=args.seq_len).frame.pivot(
         index="layer", columns="lens", values="kl")
-    print("held-out KL(final || lens), nats/token, layer: logit -> tuned")
-    print("  ".join(f"{layer}: {row['logit']:.2f}->{row['tuned']:.2f}" for layer, row in kl.iterrows()))
-    print(f"tuned lens -> {path}")
+    emit(args, {"lens": str(path), "kl": {int(layer): {"logit": row["logit"], "tuned": row["tuned"]}
+                                          for layer, row in kl.iterrows()}},
+         "held-out KL(final || lens), nats/token, layer: logit -> tuned\n"
+         + "  ".join(f"{layer}: {row['logit']:.2f}->{row['tuned']:.2f}" for layer, row in kl.iterrows())
+         + f"\ntuned lens -> {path}")
 
 
 def probe_arguments(p) -> None:
@@ -77,8 +80,10 @@ def probe(args) -> None:
                           batch_size=args.batch_size)
     result.save(args.out, overwrite=args.overwrite)
     best = result.frame.loc[result.frame["accuracy"].idxmax()]
-    print(f"best layer {int(best['layer'])}: {result.meta['task']} {best['accuracy']:.3f}, control "
-          f"{best['control_accuracy']:.3f}, selectivity {best['selectivity']:.3f} -> {args.out}")
+    emit(args, {"out": args.out, "task": result.meta["task"], "best_layer": int(best["layer"]),
+                **{k: float(best[k]) for k in ("accuracy", "control_accuracy", "selectivity")}},
+         f"best layer {int(best['layer'])}: {result.meta['task']} {best['accuracy']:.3f}, control "
+         f"{best['control_accuracy']:.3f}, selectivity {best['selectivity']:.3f} -> {args.out}")
 
 
 COMMANDS = [Command("lens", "logit lens of one prompt: every layer's residual stream read as tokens", lens_arguments,

@@ -106,6 +106,16 @@ def number_or_text(text: str):
         return text
 
 
+def emit(args, summary: dict, text: str) -> None:
+    """The command's summary: ``text`` for a person, or with ``--json`` one JSON object on stdout."""
+    import json
+
+    if getattr(args, "json", False):
+        print(json.dumps(summary, default=str))
+    else:
+        print(text)
+
+
 def load(args):
     """The model the common options name."""
     from ...probes import load_model

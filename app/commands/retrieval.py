@@ -6,7 +6,7 @@ from ...circuits.retrieval.haystack import TEMPLATES
 from ...circuits.retrieval.masking import MODES as MASK_MODES
 from ...circuits.retrieval.scores import MODES
 from .base import Command
-from .options import FLOATS, INTS, choice_list, load
+from .options import FLOATS, INTS, choice_list, emit, load
 
 
 def needle_tests(p, lengths: str = "256,512,1024,2048", depths: str = "0,0.25,0.5,0.75,1") -> None:
@@ -45,8 +45,12 @@ def scores(args) -> None:
     result.save(args.out, overwrite=args.overwrite)
     heads = result.heads()
     top = ", ".join(f"L{l}H{h} {s:.2f}" for l, h, s in heads[["layer", "head", "score"]].head(5).itertuples(index=False))
-    print(f"{result.meta['n_kept']} of {result.meta['n_tests']} tests counted; "
-          f"{(heads['score'] > args.threshold).mean():.1%} of heads above {args.threshold}; top: {top} -> {args.out}")
+    emit(args, {"out": args.out, "n_kept": result.meta["n_kept"], "n_tests": result.meta["n_tests"],
+                "share_above": float((heads["score"] > args.threshold).mean()),
+                "top": [{"head": f"L{l}H{h}", "score": s} for l, h, s in
+                        heads[["layer", "head", "score"]].head(5).itertuples(index=False)]},
+         f"{result.meta['n_kept']} of {result.meta['n_tests']} tests counted; "
+         f"{(heads['score'] > args.threshold).mean():.1%} of heads above {args.threshold}; top: {top} -> {args.out}")
 
 
 def mask_arguments(p) -> None:
@@ -70,11 +74,13 @@ def mask(args) -> None:
                           threshold=args.threshold, max_new_tokens=args.max_new_tokens, seed=args.seed)
     result.save(args.out, overwrite=args.overwrite)
     f = result.frame
-    print(f"no heads masked: {f[f['kind'] == 'none']['accuracy'].iloc[0]:.3f}")
-    for (mode, k), part in f[f["kind"] != "none"].groupby(["mode", "k"]):
-        top = part[part["kind"] == "top"]["accuracy"].iloc[0]
-        print(f"{mode} k={k}: top {top:.3f}, random {part[part['kind'] == 'random']['accuracy'].mean():.3f}")
-    print(f"-> {args.out}")
+    rows = [{"mode": mode, "k": int(k), "top": float(part[part["kind"] == "top"]["accuracy"].iloc[0]),
+             "random": float(part[part["kind"] == "random"]["accuracy"].mean())}
+            for (mode, k), part in f[f["kind"] != "none"].groupby(["mode", "k"])]
+    none = float(f[f["kind"] == "none"]["accuracy"].iloc[0])
+    emit(args, {"out": args.out, "none": none, "masked": rows},
+         f"no heads masked: {none:.3f}\n" + "".join(f"{r['mode']} k={r['k']}: top {r['top']:.3f}, random "
+                                                    f"{r['random']:.3f}\n" for r in rows) + f"-> {args.out}")
 
 
 COMMANDS = [Command("retrieval", "retrieval-head scores from needle-in-a-haystack tests", scores_arguments, scores),

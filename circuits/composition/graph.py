@@ -13,23 +13,11 @@ import json
 
 import pandas as pd
 
-from ...probes import HeadscopeError, Result
+from ...probes import Result
+from ..head_scores import head_scores
 
 
 Head = tuple[int, int]
-
-
-def importance_of(source) -> dict[Head, float]:
-    """``{(layer, head): value}`` from a mapping or a frame with layer, head and a score column."""
-    if source is None:
-        return {}
-    if isinstance(source, dict):
-        return {(int(l), int(h)): float(v) for (l, h), v in source.items()}
-    for column in ("effect", "score", "importance"):
-        if column in source.columns:
-            means = source.groupby(["layer", "head"])[column].mean()
-            return {(int(l), int(h)): float(v) for (l, h), v in means.items()}
-    raise HeadscopeError("the importance frame needs a column effect, score or importance beside layer and head")
 
 
 class CircuitGraph(Result):
@@ -78,7 +66,7 @@ def circuit_graph(comp: Result, importance=None, *, min_z: float = 5.0, max_edge
     """The graph of ``comp``'s (a ``Composition``'s) pairs with ``z >= min_z`` (at most ``max_edges``, strongest first)."""
     kinds = comp.meta["kinds"] if kinds is None else list(kinds)
     edges = comp.frame[comp.frame["kind"].isin(kinds) & (comp.frame["z"] >= min_z)].nlargest(max_edges, "z")
-    scores = importance_of(importance)
+    scores = head_scores(importance)
     heads = sorted({(int(a), int(b)) for a, b in edges[["writer_layer", "writer_head"]].itertuples(index=False)}
                    | {(int(a), int(b)) for a, b in edges[["reader_layer", "reader_head"]].itertuples(index=False)})
     nodes = pd.DataFrame({"layer": [l for l, _ in heads], "head": [h for _, h in heads],

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..head_scores import head_scores
 from ...probes.models import hooks
 from ...probes import HeadscopeError, Intervention, Result, run
 from ...probes.engine.run import row_chunks
@@ -92,8 +93,9 @@ def _gate(layer: int, gate: torch.Tensor, batch, positions: str) -> Intervention
     return Intervention.scale(hooks.z(layer), gate[:, :, None], rows=torch.arange(len(gate)), positions=batch.last)
 
 
-def ranking(scores: dict[Head, float]) -> list[Head]:
+def ranking(scores) -> list[Head]:
     """Heads from most to least important (ties broken by layer, head)."""
+    scores = head_scores(scores)
     return sorted(scores, key=lambda h: (-scores[h], h))
 
 
@@ -123,7 +125,7 @@ class PruningCurve(Result):
 
 def pruning_curve(
     setup: Ablation,
-    importance: dict[Head, float],
+    importance,
     *,
     step: float = 0.05,
     seeds: tuple[int, ...] = (0, 1, 2),
@@ -131,8 +133,10 @@ def pruning_curve(
     batch_size: int | None = None,
     progress: bool = False,
 ) -> PruningCurve:
-    """Remove heads from least to most ``importance`` in ``step`` fractions, and in random orders."""
+    """Remove heads from least to most ``importance`` (any form ``head_scores`` reads) in ``step``
+    fractions, and in random orders."""
     started = time.perf_counter()
+    importance = head_scores(importance)
     if not 0 < step <= 1:
         raise HeadscopeError(f"step {step} must be in (0, 1]")
     heads = all_heads(setup.model)
@@ -182,14 +186,17 @@ class MaskingCurve(Result):
 
 def top_vs_random(
     setup: Ablation,
-    ranked: list[Head],
+    ranked,
     ks: list[int],
     *,
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4),
     batch_size: int | None = None,
     progress: bool = False,
 ) -> MaskingCurve:
-    """Mask the first k of ``ranked`` (most important first) vs k random heads not among them."""
+    """Mask the first k of ``ranked`` (heads, most important first; or head scores in any form
+    ``head_scores`` reads, ranked here) vs k random heads not among them."""
+    if not (isinstance(ranked, (list, tuple)) and all(isinstance(h, tuple) for h in ranked)):
+        ranked = ranking(ranked)
     started = time.perf_counter()
     heads = all_heads(setup.model)
     largest = min(len(ranked), len(heads) // 2)  # k random heads must fit outside the top k

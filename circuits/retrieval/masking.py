@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..head_scores import head_scores
 from ...probes import HeadscopeError, Model, Result
 from ...probes.engine.attention_control import AttentionControl, head_masks
 from ...probes.engine.generate import generate
@@ -92,7 +93,7 @@ class MaskingTest(Result):
 def masking_test(
     model: Model,
     tests: list[NeedleTest],
-    scores: dict[Head, float],
+    scores,
     ks: list[int],
     *,
     modes: tuple[str, ...] = MODES,
@@ -102,8 +103,10 @@ def masking_test(
     seed: int = 0,
     progress: bool = True,
 ) -> MaskingTest:
-    """Mask the top-k heads by ``scores`` vs k random non-retrieval heads (module docstring)."""
+    """Mask the top-k heads by ``scores`` (any form ``head_scores`` reads) vs k random non-retrieval heads
+    (module docstring)."""
     started = time.perf_counter()
+    scores = head_scores(scores)
     all_heads = [(l, h) for l in range(model.n_layers) for h in range(model.n_heads)]
     for mode in modes:
         if mode not in MODES:
