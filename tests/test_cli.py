@@ -154,3 +154,15 @@ def test_json_summaries(tmp_path, capsys):
                  "--samples", "2", "--kinds", "resid", "--out", str(tmp_path / "t"), "--json"]) == 0
     trace = json.loads(capsys.readouterr().out)
     assert trace["high_score"] == load_result(tmp_path / "t").meta["high_score"]
+
+
+def test_every_subpackage_is_packaged():
+    """A non-editable install carries only the packages pyproject lists: each folder with an __init__.py."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    on_disk = {"headscope"} | {"headscope." + ".".join(p.parent.relative_to(root).parts)
+                               for top in ("probes", "circuits", "app", "data") for p in (root / top).rglob("__init__.py")}
+    assert listed == on_disk
