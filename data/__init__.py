@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 DATA_DIR = Path(__file__).parent
+"""The folder of the shipped ``*.jsonl`` sets (``facts``, ``ioi``, ``needles``, ``passages``)."""
 
 
 def read_jsonl(name: str) -> list[dict]:
