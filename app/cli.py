@@ -1,8 +1,8 @@
 """The ``headscope`` command line: the parser is built from the command modules in ``commands``.
 
 A usage mistake (``HeadscopeError``, or a bad option) prints one line to stderr and exits with status 2;
-a runtime failure (a download, a corrupt or unreadable file) prints one line and exits with status 1;
-``--debug`` shows the traceback instead.
+a runtime failure (``HeadscopeFailure``: a download, a corrupt or unreadable file; or any other exception)
+prints one line and exits with status 1; ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as done:  # --help, --version, or a usage mistake already printed in one line
         return done.code
-    from ..probes import HeadscopeError
+    from ..probes import HeadscopeError, HeadscopeFailure
 
     try:
         if args.command.writes and getattr(args, "out", None):
@@ -39,11 +39,11 @@ def main(argv: list[str] | None = None) -> int:
 
             check_output_dir(args.out, args.overwrite)  # before any model loads or work starts
         args.command.run(args)
-    except HeadscopeError as err:
+    except (HeadscopeError, HeadscopeFailure) as err:  # a mistake (2) or a failure the tool can describe (1)
         if args.debug:
             raise
         print(f"headscope: error: {err}", file=sys.stderr)
-        return 2
+        return 2 if isinstance(err, HeadscopeError) else 1
     except KeyboardInterrupt:
         print("headscope: interrupted", file=sys.stderr)
         return 130

@@ -28,8 +28,10 @@ from .views import attention, circuit, heads, lens, runs, trace
 from .widgets import guarded
 
 VIEWS = (attention, lens, trace, heads, circuit, runs)
+CONTROLS = [control for view in VIEWS for control in view.CONTROLS]  # their values are view state, in the URL
+BY_ID = {control.id: control for control in CONTROLS}
 PRECEDENCE = ("url", "prompt-run", "model-load", "model-spec", "tabs", "attn-grid", "heads-map", "circuit-graph",
-              "attn-pattern", "layer-select", "head-select")
+              "attn-pattern", "layer-select", "head-select", *BY_ID)
 
 
 def create_app(session: ModelSession, runs_dir: str | Path, default_model: str = "default") -> Dash:
@@ -56,7 +58,8 @@ def _layout(default_model: str) -> html.Div:
     options = alias_names() + [f"random:{name}" for name in CONFIGS]
     return html.Div(className="page", children=[
         dcc.Location(id="url", refresh=False),
-        dcc.Store(id="view", data=state.default_view(default_model)),
+        dcc.Store(id="view", data=state.default_view(default_model, CONTROLS)),
+        dcc.Store(id="autorun"),
         dcc.Store(id="model-store"),
         dcc.Interval(id="model-poll", interval=400),
         html.Header(className="bar", children=[
@@ -84,23 +87,26 @@ def _register_core(app: Dash, session: ModelSession, default_model: str) -> None
     @app.callback(
         Output("url", "search"), Output("view", "data"), Output("prompt", "value"), Output("tabs", "value"),
         Output("model-spec", "value"), Output("layer-select", "value"), Output("head-select", "value"),
+        Output("autorun", "data"), Output("model-poll", "disabled", allow_duplicate=True),
+        *[Output(c.id, "value") for c in CONTROLS],
         Input("url", "search"), Input("prompt-run", "n_clicks"), Input("tabs", "value"),
         Input("model-load", "n_clicks"), Input("model-spec", "value"), Input("attn-grid", "clickData"),
         Input("heads-map", "clickData"), Input("layer-select", "value"), Input("head-select", "value"),
         Input("attn-pattern", "clickData"), Input({"type": "token", "index": ALL}, "n_clicks"),
-        Input("circuit-graph", "tapNodeData"),
-        State("prompt", "value"), State("view", "data"),
+        Input("circuit-graph", "tapNodeData"), *[Input(c.id, "value") for c in CONTROLS],
+        State("prompt", "value"), State("view", "data"), prevent_initial_call="initial_duplicate",
     )
     def sync(search, _run, tab, _load, spec, grid_click, map_click, layer, head, pattern_click, token_clicks,
-             node, prompt, view):
+             node, *rest):
+        values, (prompt, view) = rest[:len(CONTROLS)], rest[len(CONTROLS):]
         fired = {key.rsplit(".", 1)[0] for key in ctx.triggered_prop_ids}
         # several inputs can fire together (a re-drawn token strip re-fires its pattern inputs): take
         # the most deliberate one
         trigger = next((t for t in PRECEDENCE if t in fired), ctx.triggered_id if fired else None)
         before = view
-        view = dict(view or state.default_view(default_model))
+        view = dict(view or state.default_view(default_model, CONTROLS))
         if trigger is None or trigger == "url":
-            view = state.parse(search, view)
+            view = state.parse(search, view, CONTROLS)
         elif trigger == "prompt-run":
             view.update(prompt=prompt or "", dest=None)
         elif trigger == "tabs":
@@ -124,6 +130,9 @@ def _register_core(app: Dash, session: ModelSession, default_model: str) -> None
             label = (pattern_click or {}).get("points", [{}])[0].get("y", "")
             if str(label).split(":")[0].isdigit():
                 view["dest"] = int(str(label).split(":")[0])
+        elif isinstance(trigger, str) and trigger in BY_ID:
+            control = BY_ID[trigger]
+            view[control.key] = control.clean(values[CONTROLS.index(control)])
         elif isinstance(trigger, dict):
             clicked = [t["prop_id"] for t in ctx.triggered if t["prop_id"].startswith("{") and t.get("value")]
             if clicked:
@@ -134,18 +143,28 @@ def _register_core(app: Dash, session: ModelSession, default_model: str) -> None
         from_url = trigger in (None, "url")
         picked = from_url or trigger in ("attn-grid", "heads-map", "circuit-graph")
         keep = dash.no_update
-        return (state.encode(view) if state.encode(view) != search else keep, view if view != before else keep,
+        search_now = state.encode(view, CONTROLS)
+        return (search_now if search_now != search else keep, view if view != before else keep,
                 view["prompt"] if from_url else keep, view["tab"] if from_url else keep,
                 view["model"] if from_url else keep, view["layer"] if picked else keep,
-                view["head"] if picked else keep)
+                view["head"] if picked else keep,
+                # a shared link to a computed view (a trace, live head scores, the circuit) computes it
+                {"tab": view["tab"], "search": search_now} if from_url else keep,
+                False if from_url or trigger in ("model-load", "model-spec") else keep,  # poll while it loads
+                *[view[c.key] if from_url else keep for c in CONTROLS])
 
     @app.callback(Output("model-store", "data"), Output("model-status", "children"),
-                  Output("model-progress", "style"), Input("model-poll", "n_intervals"), State("model-store", "data"))
+                  Output("model-progress", "style"), Output("model-progress", "value"), Output("model-progress", "max"),
+                  Output("model-poll", "disabled"), Input("model-poll", "n_intervals"), State("model-store", "data"))
     def poll(_, known):
         status = session.status()
         summary = {k: status[k] for k in ("spec", "state", "error", "version", "loaded", "info")}
+        done, total = 0, 1
         if status["state"] == "loading":
             text = f"loading {status['spec']} ... {status['elapsed']:.0f} s"
+            if status.get("progress"):  # the download, the de-quantisation, the weights: whichever runs now
+                done, total, desc = status["progress"]
+                text += f": {desc} {done}/{total}"
         elif status["state"] == "error":
             text = f"could not load {status['spec']!r}: {status['error']}" + (
                 f" (still using {status['loaded']})" if status["loaded"] else "")
@@ -155,9 +174,11 @@ def _register_core(app: Dash, session: ModelSession, default_model: str) -> None
                     f"{info['device']}")
         else:
             text = "no model"
-        bar = {"display": "inline-block"} if status["state"] == "loading" else {"display": "none"}
+        loading = status["state"] == "loading"
+        bar = {"display": "inline-block"} if loading else {"display": "none"}
         store = dash.no_update if summary == known else summary  # views re-render only on a change
-        return store, text, bar
+        # polling stops once nothing is loading (a forward would share the CPU with it); a load restarts it
+        return store, text, bar, str(done), str(max(total, 1)), not loading and summary == known
 
     @app.callback(Output("layer-select", "options"), Output("head-select", "options"),
                   Output("layer-select", "value", allow_duplicate=True), Output("head-select", "value",
@@ -179,7 +200,7 @@ def _register_core(app: Dash, session: ModelSession, default_model: str) -> None
     def token_strip(view, store):
         if not (store or {}).get("loaded"):
             return [], ""
-        toks = session.memo(("tokens", view["prompt"]), lambda model: model.tokenize(view["prompt"]))
+        toks = session.tokens(view["prompt"])
         spans = [html.Span(text if text.strip() else repr(text)[1:-1] or "\u2423", id={"type": "token", "index": i},
                            title=f"position {i}, id {tid}",
                            className="token selected" if view.get("dest") == i else "token")

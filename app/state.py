@@ -1,24 +1,61 @@
 """The dashboard's view state and its URL: one dict, mirrored in the query string.
 
-``{"model", "prompt", "layer", "head", "tab", "dest"}`` is all a view needs; the URL holds the same,
-so a shared link reopens the same model, prompt, head and tab. Parsing is forgiving: a missing or
-malformed value falls back to its default (the views then say what is wrong, e.g. a layer out of
-range for the model).
+``{"model", "prompt", "layer", "head", "tab", "dest"}`` plus one key per view control (``Control``:
+the trace's subject, target and samples, the lens's target and kind, the heads score, the circuit's
+thresholds and kinds, the compared heads, ...) is all a page needs; the URL holds the same (controls
+only where they differ from their defaults), so a shared link reopens the same view exactly. Parsing
+is forgiving: a missing or malformed value falls back to its default (the views then say what is
+wrong, e.g. a layer out of range for the model).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, Iterable
 from urllib.parse import parse_qs, urlencode
 
 TABS = ("attention", "lens", "trace", "heads", "circuit", "runs")
 DEFAULT_PROMPT = "The Eiffel Tower is located in the city of"
+BASE = ("model", "prompt", "layer", "head", "tab", "dest")
 
 
-def default_view(model: str) -> dict:
-    return {"model": model, "prompt": DEFAULT_PROMPT, "layer": 0, "head": 0, "tab": "attention", "dest": None}
+@dataclass(frozen=True)
+class Control:
+    """One view control whose value is part of the view state: URL key ``key``, component ``id``'s
+    ``value``, its default, and the type of its value (``many``: a list of them, comma-separated in the URL)."""
+
+    key: str
+    id: str
+    default: Any = None
+    kind: type = str
+    many: bool = False
+
+    def read(self, text: str) -> Any:
+        """The value a URL parameter holds (ValueError if it is not one)."""
+        if self.many:
+            return [self.kind(part) for part in text.split(",") if part != ""]
+        return self.kind(text) if text != "" else None
+
+    def write(self, value: Any) -> str:
+        return ",".join(str(v) for v in value) if self.many else str(value)
+
+    def clean(self, value: Any) -> Any:
+        """A control's value as the view keeps it (a cleared box is None, numbers as numbers)."""
+        if value in (None, "") or (self.many and not isinstance(value, list)):
+            return [] if self.many else None
+        try:
+            return [self.kind(v) for v in value] if self.many else self.kind(value)
+        except (TypeError, ValueError):
+            return self.default
 
 
-def parse(search: str | None, fallback: dict) -> dict:
+def default_view(model: str, controls: Iterable[Control] = ()) -> dict:
+    view = {"model": model, "prompt": DEFAULT_PROMPT, "layer": 0, "head": 0, "tab": "attention", "dest": None}
+    view.update({c.key: c.default for c in controls})
+    return view
+
+
+def parse(search: str | None, fallback: dict, controls: Iterable[Control] = ()) -> dict:
     """The view a query string describes, starting from ``fallback``."""
     query = parse_qs((search or "").lstrip("?"), keep_blank_values=True)
     view = dict(fallback)
@@ -33,10 +70,18 @@ def parse(search: str | None, fallback: dict) -> dict:
                 pass
     if query.get("tab") and query["tab"][0] in TABS:
         view["tab"] = query["tab"][0]
+    for control in controls:
+        if control.key in query:
+            try:
+                view[control.key] = control.read(query[control.key][0])
+            except ValueError:
+                pass
     return view
 
 
-def encode(view: dict) -> str:
-    """The query string of a view (``?model=...&prompt=...``)."""
-    keys = ("model", "prompt", "layer", "head", "tab", "dest")
-    return "?" + urlencode({k: view[k] for k in keys if view.get(k) is not None})
+def encode(view: dict, controls: Iterable[Control] = ()) -> str:
+    """The query string of a view (``?model=...&prompt=...``); controls only where not at their default."""
+    params = {k: view[k] for k in BASE if view.get(k) is not None}
+    params.update({c.key: c.write(view[c.key]) for c in controls
+                   if c.key in view and view[c.key] != c.default and view[c.key] is not None})
+    return "?" + urlencode(params)

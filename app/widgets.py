@@ -8,7 +8,7 @@ import dash
 from dash import html
 from dash.exceptions import PreventUpdate
 
-from ..probes import HeadscopeError
+from ..probes import HeadscopeError, HeadscopeFailure
 from ..probes.progress import Cancelled
 
 
@@ -17,7 +17,8 @@ def error_box(message: str) -> html.Div:
 
 
 def guarded(outputs: int, error_at: int):
-    """Wrap a callback: a ``HeadscopeError`` (a user's mistake) becomes its one-line message in output
+    """Wrap a callback: a ``HeadscopeError`` (a user's mistake) or ``HeadscopeFailure`` (a corrupt file, a
+    failed download) becomes its one-line message in output
     ``error_at`` and leaves the other outputs as they were; any other error is reported the same way,
     by type and message, never as a traceback."""
 
@@ -30,7 +31,7 @@ def guarded(outputs: int, error_at: int):
                 raise
             except Cancelled:
                 message = "cancelled"
-            except HeadscopeError as err:
+            except (HeadscopeError, HeadscopeFailure) as err:  # a mistake, or a failure it can describe
                 message = str(err)
             except Exception as err:  # an analysis failing on an input we did not foresee: say so in the page
                 message = f"internal error ({type(err).__name__}): {str(err).splitlines()[0] if str(err) else ''}"
@@ -49,11 +50,11 @@ def needs_model(store: dict | None) -> None:
         raise PreventUpdate
 
 
-def target_input(element_id: str):
+def target_input(element_id: str, value: str | None = None):
     """A label and text box for an optional target token."""
     from dash import dcc
 
-    return html.Label(["target ", dcc.Input(id=element_id, type="text", debounce=True,
+    return html.Label(["target ", dcc.Input(id=element_id, type="text", debounce=True, value=value,
                                             placeholder="default: the model's top token")])
 
 

@@ -15,7 +15,7 @@ from headscope import head_report
 from headscope.probes import load_model
 from headscope.probes.readouts.lens import logit_lens
 
-from browser import Page, app_server, chrome
+from browser import Page, app_server, chrome, status
 
 PROMPT = "the river runs past the old mill and the river runs on"
 
@@ -131,9 +131,11 @@ def test_causal_trace_and_heads(page):
 def test_circuit_graph_selects_heads(page):
     from selenium.webdriver.common.action_chains import ActionChains
 
-    page.open("?model=random:llama&tab=circuit&layer=0&head=0")
+    page.open("?model=random:llama&layer=0&head=0")
+    page.tab("Circuit")
     page.wait(lambda: "press 'Compute composition'" in page.text("circuit-summary"), what="the circuit prompt")
     page.type("circuit-min-z", "0", submit=True)
+    page.wait(lambda: "min_z=0" in page.d.current_url, what="the threshold in the URL")
     page.click("circuit-run")
     summary = page.wait(lambda: "edges between" in page.text("circuit-summary") and page.text("circuit-summary"),
                         what="the composition graph")
@@ -169,6 +171,14 @@ def test_circuit_graph_selects_heads(page):
     page.shot("circuit")
     page.type("circuit-min-z", "1000", submit=True)
     page.wait(lambda: page.text("circuit-summary").startswith("0 edges"), what="no edge above z 1000")
+    # the link to this view computes the graph again, with the same threshold and node sizes
+    url = page.d.current_url
+    page.d.get("about:blank")
+    page.d.get(url.replace("min_z=1000", "min_z=0"))
+    page.wait(lambda: page.text("circuit-summary").startswith("80 edges"), what="the linked graph computed")
+    nodes = page.wait(lambda: (n := page.d.execute_script(sizes)) and all(v is not None for *_, v in n) and n,
+                      what="node sizes from the link")
+    assert all(v == arith_effect(l, h, "add", "zero") for l, h, v in nodes)
 
 
 def test_heads_map_of_a_saved_run_per_operation_and_mode(page):
@@ -236,6 +246,131 @@ def test_bad_input_shows_messages_and_the_app_keeps_working(page):
     page.shot("bad-input")
 
 
+CONTROLS = {"Attention": {"attn-compare": "text"}, "Lens": {"lens-target": "box", "lens-kind": "checked",
+                                                             "lens-color": "checked"},
+            "Causal trace": {"trace-subject": "box", "trace-target": "box", "trace-samples": "box"},
+            "Heads": {"heads-target": "box", "heads-score": "text"},
+            "Circuit": {"circuit-kinds": "checked", "circuit-min-z": "box", "circuit-max-edges": "box",
+                        "circuit-importance": "text"}}
+
+
+def control_values(page) -> dict:
+    """What every view's controls show (a tab's controls are in the page only while it is open)."""
+    out = {}
+    for tab, controls in CONTROLS.items():
+        page.tab(tab)
+        page.wait(lambda: all(page.d.execute_script("return !!document.getElementById(arguments[0])", c)
+                              for c in controls), what=f"the {tab} controls")
+        time.sleep(0.3)
+        out.update(page.d.execute_script("""
+            const out = {};
+            for (const [id, how] of Object.entries(arguments[0])) {
+                const el = document.getElementById(id);
+                out[id] = how === 'box' ? el.value : how === 'text' ? el.innerText.trim()
+                    : Array.from(el.querySelectorAll('input:checked'), i => i.value);
+            }
+            return out;""", controls))
+    return out
+
+
+def test_a_shared_link_restores_every_control(page):
+    from selenium.webdriver.common.by import By
+
+    page.open("?model=random:llama")
+    page.choose("attn-compare", "H2")
+    page.tab("Lens")
+    page.type("lens-target", " mill", submit=True)
+    page.d.find_element(By.XPATH, "//*[@id='lens-color']//label[contains(., 'target probability')]").click()
+    page.tab("Causal trace")
+    page.type("trace-subject", "Eiffel")
+    page.type("trace-target", " Paris", submit=True)
+    page.type("trace-samples", "3")
+    page.tab("Circuit")
+    page.d.find_element(By.XPATH, "//*[@id='circuit-kinds']//label[contains(., 'v')]").click()
+    page.type("circuit-max-edges", "7", submit=True)
+    page.choose("circuit-importance", "run arith: effect (op=mul, mode=zero)")
+    page.tab("Heads")
+    page.type("heads-target", " old", submit=True)
+    page.choose("heads-score", "detector: previous_token")
+    page.wait(lambda: "score=previous_token" in page.d.current_url, what="the last control in the URL")
+    url = page.d.current_url
+    shown = control_values(page)
+    for part in ("compare=2", "lens_target=+mill", "lens_color=target_prob", "subject=Eiffel", "trace_target=+Paris",
+                 "samples=3", "kinds=q%2Ck", "max_edges=7", "node_size=", "heads_target=+old", "tab=heads"):
+        assert part in url, (part, url)
+    page.d.get("about:blank")
+    page.d.get(url)
+    page.wait(lambda: page.figure("heads-map") and "previous_token" in page.figure("heads-map")[0]["title"],
+              what="the linked head map")
+    assert control_values(page) == shown
+    assert page.d.current_url.replace("tab=circuit", "tab=heads") == url  # visiting the tabs changed nothing else
+    assert shown["trace-subject"] == "Eiffel" and shown["circuit-kinds"] == ["q", "k"]
+    assert "op=mul, mode=zero" in shown["circuit-importance"] and shown["attn-compare"] == "H2"
+
+
+def test_a_link_to_a_trace_computes_it(page):
+    page.open("?model=random:llama&prompt=The+Eiffel+Tower+is+located+in+the+city+of&tab=trace&subject=Eiffel+Tower"
+              "&samples=2")
+    trace = page.wait(lambda: (f := page.figure("trace-graph")) and len(f) == 3 and f, what="the linked trace")
+    assert {t["type"] for t in trace} == {"heatmap"} and page.find("trace-subject").get_attribute("value") == \
+        "Eiffel Tower"
+
+
+def test_enter_runs_the_prompt_and_shift_enter_breaks_the_line(page):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    page.open("?model=random:llama")
+    box = page.find("prompt")
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys("A small cat" + Keys.ENTER)
+    n = len(load_model("random:llama").tokenize("A small cat"))
+    page.wait(lambda: "prompt=A+small+cat&" in page.d.current_url and token_count(page) == n, what="the prompt run")
+    assert box.get_attribute("value") == "A small cat"  # no line break was added
+    ActionChains(page.d).key_down(Keys.SHIFT).send_keys(Keys.ENTER).key_up(Keys.SHIFT).send_keys("sat").perform()
+    assert box.get_attribute("value") == "A small cat\nsat"
+    time.sleep(1)
+    assert "prompt=A+small+cat&" in page.d.current_url  # a line break runs nothing
+    box.send_keys(Keys.ENTER)
+    page.wait(lambda: "prompt=A+small+cat%0Asat&" in page.d.current_url, what="the two-line prompt run")
+
+
+def test_save_and_download_what_a_view_shows(page, runs, tmp_path):
+    import hashlib
+
+    from headscope.probes import load_result
+
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    page.d.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    page.open("?model=random:llama&tab=lens&lens_target=+mill")
+    page.wait(lambda: page.figure("lens-grid"), what="the lens grid")
+    page.type("lens-run-name", "my-lens")
+    page.click("lens-save")
+    page.wait(lambda: "saved as run 'my-lens'" in page.text("lens-saved"), what="the run saved")
+    saved = load_result(runs / "my-lens")
+    assert saved.meta["target"] == " mill" and saved.meta["prompt"] == page.find("prompt").get_attribute("value")
+    files = {f: hashlib.sha256(f.read_bytes()).hexdigest() for f in (runs / "my-lens").iterdir()}
+    page.click("lens-save")  # the same name again: refused, the saved run untouched
+    page.wait(lambda: any("my-lens" in e and "exists" in e for e in page.errors()), what="the refusal")
+    assert {f: hashlib.sha256(f.read_bytes()).hexdigest() for f in (runs / "my-lens").iterdir()} == files
+    for kind in ("parquet", "json", "html", "svg", "png"):
+        page.click(f"lens-download-{kind}")
+        page.wait(lambda: [f for f in downloads.iterdir() if f.suffix == f".{kind}"], what=f"the {kind} download")
+    time.sleep(0.5)  # let the last one finish writing
+    got = {f.suffix: f for f in downloads.iterdir()}
+    pd.testing.assert_frame_equal(pd.read_parquet(got[".parquet"]), saved.frame)
+    as_json = json.loads(got[".json"].read_text())
+    assert as_json["meta"]["target"] == " mill" and len(as_json["tables"]["lens"]) == len(saved.frame)
+    assert "Plotly.newPlot" in got[".html"].read_text() and got[".svg"].read_text().startswith("<svg")
+    assert got[".png"].read_bytes()[:4] == b"\x89PNG"
+    # the saved run opens in the Runs tab
+    page.tab("Runs")
+    page.choose("runs-list", "my-lens")
+    page.wait(lambda: page.figure("runs-graph"), what="the saved run drawn")
+    assert "run=my-lens" in page.d.current_url
+
+
 def test_default_model_in_the_browser(driver, tmp_path):
     runs = tmp_path / "runs"
     runs.mkdir()
@@ -260,4 +395,6 @@ def test_default_model_in_the_browser(driver, tmp_path):
         page.wait(lambda: not page.find("trace-run").get_attribute("disabled"), what="the run button back")
         assert not page.figure("trace-graph")
         errors = page.console_errors()
+        done, total, desc = status(base)["progress"]  # the load was heard step by step
+        assert desc == "Loading weights" and done == total > 100
     assert errors == [], errors

@@ -5,6 +5,7 @@ import torch
 
 from headscope.probes import Edit, HeadscopeError, Intervention, run
 from headscope.probes.engine.attention_mode import choose_attention
+from headscope.probes.models import hooks
 from headscope.probes.engine.run import auto_batch_size, chunks
 
 from conftest import PROMPTS
@@ -126,6 +127,20 @@ def test_logits_at_equals_gathered_full_logits(tiny):
     full = run(tiny, batch).logits
     last = run(tiny, batch, logits_at=batch.last).logits
     torch.testing.assert_close(last, full[torch.arange(len(PROMPTS)), batch.last], atol=1e-5, rtol=1e-5)
+
+
+def test_logits_false_stops_after_the_last_recorded_hook(tiny):
+    batch = tiny.batch(PROMPTS)
+    names = [hooks.pattern(0), hooks.resid_post(1)]
+    full = run(tiny, batch, record=names)
+    later = []  # an intervention past the last recorded hook must never be reached
+    probe = Intervention.apply(hooks.resid_post(tiny.n_layers - 1), lambda act: later.append(1) or act)
+    early = run(tiny, batch, [probe], record=names, logits=False)
+    assert early.logits is None and later == [] and set(early.cache) == set(names)
+    for name in names:
+        torch.testing.assert_close(early.cache[name], full.cache[name])
+    with pytest.raises(HeadscopeError, match="logits=False"):
+        run(tiny, batch, logits=False)
 
 
 def test_gradients_flow_when_asked(tiny):

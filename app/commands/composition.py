@@ -10,15 +10,13 @@ from .options import FLOATS, INTS, choice_list, emit, load, one_head
 
 
 def head_scores(path: str):
-    """A run directory with ``heads.parquet``, or a Parquet file of head scores."""
+    """A run directory with ``heads.parquet``, or a Parquet file of head scores: the file (read by the command)."""
     from pathlib import Path
-
-    import pandas as pd
 
     file = Path(path) / "heads.parquet" if Path(path).is_dir() else Path(path)
     if not file.is_file():
         raise argparse.ArgumentTypeError(f"no head scores at {path} (a run dir with heads.parquet, or a Parquet file)")
-    return pd.read_parquet(file)
+    return file
 
 
 def scores_arguments(p) -> None:
@@ -35,10 +33,20 @@ def scores_arguments(p) -> None:
 def scores(args) -> None:
     from ...circuits.composition.graph import circuit_graph
     from ...circuits.composition.scores import composition
+    from ...circuits.head_scores import head_scores as scores_of
+    from ...probes import HeadscopeError
+    from ...probes.results.result import read_table
 
+    importance = None
+    if args.importance is not None:  # a corrupt file or a frame without scores stops here, before the model loads
+        importance = read_table(args.importance)
+        try:
+            scores_of(importance)
+        except HeadscopeError as err:
+            raise HeadscopeError(f"--importance {args.importance}: {err}") from None
     result = composition(load(args), args.kinds, top=args.top, components=args.components,
                          fold_norm=not args.no_fold_norm, seed=args.seed)
-    graph = circuit_graph(result, args.importance, min_z=args.min_z)
+    graph = circuit_graph(result, importance, min_z=args.min_z)
     result.with_graph(graph).save(args.out, overwrite=args.overwrite)
     best = {kind: result.pairs(kind, 3) for kind in args.kinds}
     emit(args, {"out": args.out, "graph_heads": len(graph.nodes), "graph_edges": len(graph.frame),

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
+import math
+
 from ...circuits.retrieval.haystack import TEMPLATES
 from ...circuits.retrieval.masking import MODES as MASK_MODES
 from ...circuits.retrieval.scores import MODES
+from ...circuits.stats import METHODS as INTERVALS
 from .base import Command
 from .options import FLOATS, INTS, choice_list, emit, load
 
@@ -20,6 +24,28 @@ def needle_tests(p, lengths: str = "256,512,1024,2048", depths: str = "0,0.25,0.
     p.add_argument("--max-new-tokens", type=int, default=50, help="greedy tokens generated per test")
 
 
+def level(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a confidence level between 0 and 1, like 0.95")
+    return value
+
+
+def interval_options(p) -> None:
+    """``--interval --level``: the intervals on the means (``circuits.stats``)."""
+    p.add_argument("--interval", default="t", choices=INTERVALS,
+                   help="t (Student-t on the mean) or bootstrap (seeded BCa, for skewed distributions)")
+    p.add_argument("--level", type=level, default=0.95, help="confidence level of the intervals")
+
+
+def finite(value):
+    """A float for JSON, None where it is undefined (NaN)."""
+    return None if value is None or math.isnan(value) else float(value)
+
+
 def grid(args, model):
     from ...circuits.retrieval.haystack import needle_grid, read_needles
 
@@ -32,6 +58,7 @@ def scores_arguments(p) -> None:
     needle_tests(p)
     p.add_argument("--mode", default="greedy", choices=MODES, help="greedy (the reference's score) or teacher-forced")
     p.add_argument("--threshold", type=float, default=0.1, help="score above which a head is a retrieval head")
+    interval_options(p)
 
 
 def scores(args) -> None:
@@ -41,14 +68,15 @@ def scores(args) -> None:
     read_needles(args.needles)  # a malformed needle file stops here, before the model loads
     model = load(args)
     result = retrieval_heads(model, grid(args, model), mode=args.mode, max_new_tokens=args.max_new_tokens,
-                             threshold=args.threshold)
+                             threshold=args.threshold, interval=args.interval, level=args.level, seed=args.seed)
     result.save(args.out, overwrite=args.overwrite)
     heads = result.heads()
     top = ", ".join(f"L{l}H{h} {s:.2f}" for l, h, s in heads[["layer", "head", "score"]].head(5).itertuples(index=False))
     emit(args, {"out": args.out, "n_kept": result.meta["n_kept"], "n_tests": result.meta["n_tests"],
-                "share_above": float((heads["score"] > args.threshold).mean()),
-                "top": [{"head": f"L{l}H{h}", "score": s} for l, h, s in
-                        heads[["layer", "head", "score"]].head(5).itertuples(index=False)]},
+                "share_above": float((heads["score"] > args.threshold).mean()), "interval": result.meta["interval"],
+                "top": [{"head": f"L{l}H{h}", "score": s, "ci_low": finite(lo), "ci_high": finite(hi)}
+                        for l, h, s, lo, hi in
+                        heads[["layer", "head", "score", "ci_low", "ci_high"]].head(5).itertuples(index=False)]},
          f"{result.meta['n_kept']} of {result.meta['n_tests']} tests counted; "
          f"{(heads['score'] > args.threshold).mean():.1%} of heads above {args.threshold}; top: {top} -> {args.out}")
 
@@ -61,6 +89,7 @@ def mask_arguments(p) -> None:
                    help="uniform (query zeroed, the reference's) and/or zero")
     p.add_argument("--seeds", type=int, default=3, help="random head sets per k")
     p.add_argument("--threshold", type=float, default=0.1, help="heads above it are not drawn as random heads")
+    interval_options(p)
 
 
 def mask(args) -> None:
@@ -71,16 +100,27 @@ def mask(args) -> None:
     read_needles(args.needles)
     model = load(args)
     result = masking_test(model, grid(args, model), head_scores, args.k, modes=args.modes, seeds=args.seeds,
-                          threshold=args.threshold, max_new_tokens=args.max_new_tokens, seed=args.seed)
+                          threshold=args.threshold, max_new_tokens=args.max_new_tokens, seed=args.seed,
+                          interval=args.interval, level=args.level)
     result.save(args.out, overwrite=args.overwrite)
-    f = result.frame
-    rows = [{"mode": mode, "k": int(k), "top": float(part[part["kind"] == "top"]["accuracy"].iloc[0]),
-             "random": float(part[part["kind"] == "random"]["accuracy"].mean())}
-            for (mode, k), part in f[f["kind"] != "none"].groupby(["mode", "k"])]
-    none = float(f[f["kind"] == "none"]["accuracy"].iloc[0])
-    emit(args, {"out": args.out, "none": none, "masked": rows},
-         f"no heads masked: {none:.3f}\n" + "".join(f"{r['mode']} k={r['k']}: top {r['top']:.3f}, random "
-                                                    f"{r['random']:.3f}\n" for r in rows) + f"-> {args.out}")
+    c = result.curves()
+    rows = []
+    for (mode, k), part in c[c["kind"] != "none"].groupby(["mode", "k"]):
+        top, rand = part[part["kind"] == "top"].iloc[0], part[part["kind"] == "random"].iloc[0]
+        rows.append({"mode": mode, "k": int(k), "top": top["accuracy"], "random": rand["accuracy"],
+                     "top_ci": [finite(top["ci_low"]), finite(top["ci_high"])],
+                     "random_ci": [finite(rand["ci_low"]), finite(rand["ci_high"])]})
+    none = c[c["kind"] == "none"].iloc[0]
+    info = result.meta["interval"]
+    band = lambda ci: "[undefined]" if None in ci else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+    emit(args, {"out": args.out, "none": float(none["accuracy"]), "none_ci": [finite(none["ci_low"]),
+                finite(none["ci_high"])], "masked": rows, "interval": info,
+                "interval_over_tests": result.meta["interval_over_tests"]},
+         f"no heads masked: {none['accuracy']:.3f}\n"
+         + "".join(f"{r['mode']} k={r['k']}: top {r['top']:.3f} {band(r['top_ci'])}, random {r['random']:.3f} "
+                   f"{band(r['random_ci'])}\n" for r in rows)
+         + f"({info['level']:.0%} {info['method']} intervals: random over {info['n']} seeds, top over "
+           f"{result.meta['n_tests']} tests) -> {args.out}")
 
 
 COMMANDS = [Command("retrieval", "retrieval-head scores from needle-in-a-haystack tests", scores_arguments, scores),

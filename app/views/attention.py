@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from dash import Input, Output, dcc, html
+import dash
+from dash import Input, Output, State, dcc, html
 from dash.exceptions import PreventUpdate
 
 from ...probes.readouts.attention import attention_views
 
+from .. import exports
+from ..state import Control
 from ..widgets import guarded, needs_model
 
 TAB, LABEL = "attention", "Attention"
+COMPARE = Control("compare", "attn-compare", [], int, many=True)
+CONTROLS = (COMPARE,)
 MAX_ROWS = 128  # destination rows computed and sent for the large pattern
 GRID = 12  # tile size of the every-head grid
 
@@ -19,7 +24,7 @@ def layout():
         html.Div(className="controls", children=[
             html.Label(["layer ", dcc.Dropdown(id="layer-select", clearable=False, className="narrow")]),
             html.Label(["head ", dcc.Dropdown(id="head-select", clearable=False, className="narrow")]),
-            html.Label(["compare heads ", dcc.Dropdown(id="attn-compare", multi=True, className="wide",
+            html.Label(["compare heads ", dcc.Dropdown(id=COMPARE.id, value=COMPARE.default, multi=True, className="wide",
                                                        placeholder="other heads of this layer")]),
             html.Span("click a head in the grid, a row of the pattern, or a token above", className="muted"),
         ]),
@@ -29,25 +34,34 @@ def layout():
             dcc.Loading(dcc.Graph(id="attn-pattern"), className="col-wide"),
         ]),
         dcc.Loading(dcc.Graph(id="attn-token")),
+        exports.actions(TAB),
     ])
 
 
 def register(app, session, runs_root) -> None:
-    @app.callback(Output("attn-compare", "options"), Input("model-store", "data"))
-    def compare_options(store):
+    exports.register(app, session, runs_root, TAB, "attn-pattern")
+
+    @app.callback(Output(COMPARE.id, "options"), Output(COMPARE.id, "value", allow_duplicate=True),
+                  Input("model-store", "data"), State("view", "data"), prevent_initial_call="initial_duplicate")
+    def compare_options(store, view):
+        """The model's heads as choices, with the view's (a value set before its options would be dropped)."""
         info = (store or {}).get("info")
-        return [{"label": f"H{h}", "value": h} for h in range(info["n_heads"])] if info else []
+        if not info:
+            return [], dash.no_update
+        heads = range(info["n_heads"])
+        return [{"label": f"H{h}", "value": h} for h in heads], [h for h in (view or {}).get(COMPARE.key) or []
+                                                                 if h in heads]
 
     @app.callback(Output("attn-grid", "figure"), Output("attn-pattern", "figure"), Output("attn-token", "figure"),
-                  Output("attn-error", "children"), Input("view", "data"), Input("model-store", "data"),
-                  Input("attn-compare", "value"))
-    @guarded(outputs=4, error_at=3)
-    def render(view, store, compare):
+                  Output(f"{TAB}-shown", "data"), Output("attn-error", "children"), Input("view", "data"),
+                  Input("model-store", "data"))
+    @guarded(outputs=5, error_at=4)
+    def render(view, store):
         needs_model(store)
         if view["tab"] != TAB:
             raise PreventUpdate
-        heads = [view["head"]] + [h for h in (compare or []) if h != view["head"]]
-        n = len(session.memo(("tokens", view["prompt"]), lambda model: model.tokenize(view["prompt"])))
+        heads = [view["head"]] + [h for h in view.get(COMPARE.key) or [] if h != view["head"]]
+        n = len(session.tokens(view["prompt"]))
         dest = view.get("dest")
         dest = n - 1 if dest is None or not 0 <= dest < n else dest
         start = max(0, min(n - MAX_ROWS, dest - MAX_ROWS // 2))  # rows around the chosen destination
@@ -55,4 +69,4 @@ def register(app, session, runs_root) -> None:
         grid, pattern = session.memo(  # the grid and the shown pattern from one forward pass
             ("attention", view["prompt"], view["layer"], tuple(heads), rows),
             lambda model: attention_views(model, view["prompt"], view["layer"], heads, rows=rows, grid=GRID))
-        return grid.plot(), pattern.plot(view["head"]), pattern.token_plot(dest), ""
+        return grid.plot(), pattern.plot(view["head"]), pattern.token_plot(dest), session.show(pattern), ""

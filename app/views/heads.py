@@ -11,23 +11,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-from dash import Input, Output, State, dcc, html
+from dash import Input, Output, State, ctx, dcc, html
 from dash.exceptions import PreventUpdate
 
 from ...circuits.heads.ablation import prepare
 from ...circuits.heads.single_heads import head_ablation
 from ...circuits.heads.detectors import DETECTORS, detector_scores
+from ...circuits.head_scores import HeadScores
 from ...circuits.heads.importance import gradient_importance
 from ...probes import HeadscopeError
 from ...probes.readouts.attention import attention_pattern
 from ...probes.readouts.components import component_attribution
 
-from .. import saved_scores
+from .. import exports, saved_scores
 from ..jobs import job_progress
+from ..state import Control
 from ..widgets import guarded, job_controls, job_options, needs_model, target_input
 
 TAB, LABEL = "heads", "Heads"
+SCORE = Control("score", "heads-score", "induction")
+TARGET = Control("heads_target", "heads-target")
+CONTROLS = (SCORE, TARGET)
 LIVE = {"ablation": "ablation effect on this prompt (zero, log-prob)",
         "gradient": "gradient importance on this prompt (Michel et al.)"}
 
@@ -35,9 +39,9 @@ LIVE = {"ablation": "ablation effect on this prompt (zero, log-prob)",
 def layout():
     return html.Div(className="view", children=[
         html.Div(className="controls", children=[
-            html.Label(["score ", dcc.Dropdown(id="heads-score", value="induction", clearable=False,
+            html.Label(["score ", dcc.Dropdown(id=SCORE.id, value=SCORE.default, clearable=False,
                                                className="wide")]),
-            target_input("heads-target"),
+            target_input(TARGET.id),
             *job_controls("heads", "Compute on this prompt"),
         ]),
         html.Div(id="heads-error"),
@@ -49,21 +53,29 @@ def layout():
                 dcc.Loading(dcc.Graph(id="heads-pattern")),
             ]),
         ]),
+        exports.actions(TAB),
     ])
 
 
 def register(app, session, runs_root: Path) -> None:
-    @app.callback(Output("heads-score", "options"), Input("model-store", "data"), Input("heads-live", "data"),
-                  Input("tabs", "value"))
-    def options(store, live, _tab):
+    exports.register(app, session, runs_root, TAB, "heads-map")
+
+    @app.callback(Output(SCORE.id, "options"), Output(SCORE.id, "value", allow_duplicate=True),
+                  Input("model-store", "data"), Input("heads-live", "data"), Input("tabs", "value"),
+                  State("view", "data"), prevent_initial_call="initial_duplicate")
+    def options(store, live, _tab, view):
+        """The scores on offer, with the view's (a value set before its options would be dropped)."""
         opts = [{"label": f"detector: {name}", "value": name} for name in DETECTORS]
         opts += [{"label": label, "value": key, "disabled": not (live or {}).get(key)} for key, label in LIVE.items()]
-        return opts + saved_scores.choices(runs_root)
+        return opts + saved_scores.choices(runs_root), (view or {}).get(SCORE.key) or SCORE.default
 
     @app.callback(
         Output("heads-live", "data"), Output("heads-error", "children"),
-        Input("heads-run", "n_clicks"), State("view", "data"), State("heads-target", "value"), **job_options("heads"))
-    def compute_live(set_progress, _clicks, view, target):
+        Input("heads-run", "n_clicks"), Input("autorun", "data"), State("view", "data"), State(TARGET.id, "value"),
+        **job_options("heads"))
+    def compute_live(set_progress, _clicks, autorun, view, target):
+        if ctx.triggered_id == "autorun" and ((autorun or {}).get("tab") != TAB or view.get(SCORE.key) not in LIVE):
+            raise PreventUpdate  # a shared link to a live score computes it, else nothing to do
         return _live(set_progress, view, target)
 
     @guarded(outputs=2, error_at=1)
@@ -72,26 +84,30 @@ def register(app, session, runs_root: Path) -> None:
             record = _record(model, view["prompt"], target)
             ablation = head_ablation(model, [record], metric="logprob").summary()
             grad = gradient_importance(prepare(model, [record], metric="logprob")).frame
-        return {"prompt": view["prompt"], "target": record["target"],
-                "ablation": ablation[["layer", "head", "effect"]].rename(columns={"effect": "score"}).to_dict("list"),
-                "gradient": grad[["layer", "head", "importance"]].rename(columns={"importance": "score"})
-                .to_dict("list")}, ""
+        scores = {"ablation": ablation[["layer", "head", "effect"]].rename(columns={"effect": "score"}),
+                  "gradient": grad[["layer", "head", "importance"]].rename(columns={"importance": "score"})}
+        meta = {"model": model.spec, "prompt": view["prompt"], "target": record["target"]}
+        return {key: session.show(HeadScores(frame, {**meta, "score": key, "title": f"{LIVE[key]}, target "
+                                                      f"{record['target']!r}"}))
+                for key, frame in scores.items()}, ""
 
-    @app.callback(Output("heads-map", "figure"), Output("heads-error", "children", allow_duplicate=True),
-                  Input("heads-score", "value"), Input("view", "data"), Input("model-store", "data"),
-                  Input("heads-live", "data"), prevent_initial_call="initial_duplicate")
-    @guarded(outputs=2, error_at=1)
-    def head_map(score, view, store, live):
+    @app.callback(Output("heads-map", "figure"), Output(f"{TAB}-shown", "data"),
+                  Output("heads-error", "children", allow_duplicate=True), Input("view", "data"),
+                  Input("model-store", "data"), Input("heads-live", "data"), prevent_initial_call="initial_duplicate")
+    @guarded(outputs=3, error_at=2)
+    def head_map(view, store, live):
         needs_model(store)
         if view["tab"] != TAB:
             raise PreventUpdate
+        score = view.get(SCORE.key) or SCORE.default
         if score in DETECTORS:
             scores = session.memo(("detectors",), detector_scores)
             frame = scores[["layer", "head", score]].rename(columns={score: "score"})
-            title = f"{score} score (TransformerLens head detector, repeated random tokens)"
+            result = HeadScores(frame, {"model": store["loaded"], "score": score, "title":
+                                        f"{score} score (TransformerLens head detector, repeated random tokens)"})
         else:
-            frame, title = _scores(score, live, runs_root)
-        return _map(frame, title, view["layer"], view["head"]), ""
+            result = _scores(session, score, live, runs_root)
+        return result.plot((view["layer"], view["head"])), session.show(result), ""
 
     @app.callback(Output("heads-detail", "children"), Output("heads-pattern", "figure"),
                   Input("view", "data"), Input("model-store", "data"), State("heads-target", "value"))
@@ -132,27 +148,13 @@ def _record(model, prompt: str, target: str | None) -> dict:
     return {"prompt": prompt, "target": target}
 
 
-def _scores(score: str, live: dict | None, runs_root: Path) -> tuple[pd.DataFrame, str]:
-    """The per-head frame (layer, head, score) and title of a computed or saved score."""
+def _scores(session, score: str, live: dict | None, runs_root: Path) -> HeadScores:
+    """A computed or saved per-head score."""
     if score in LIVE:
         if not (live or {}).get(score):
             raise HeadscopeError("press 'Compute on this prompt' first")
-        return pd.DataFrame(live[score]), f"{LIVE[score]}, target {live['target']!r}"
+        return session.shown(live[score])
     if saved_scores.is_choice(score):
-        return saved_scores.read_choice(runs_root, score)
+        frame, title = saved_scores.read_choice(runs_root, score)
+        return HeadScores(frame, {"title": title, "score": score})
     raise HeadscopeError(f"unknown score {score!r}")
-
-
-def _map(frame: pd.DataFrame, title: str, layer: int, head: int):
-    import plotly.graph_objects as go
-
-    grid = frame.pivot(index="layer", columns="head", values="score")
-    custom = [[[l, h] for h in grid.columns] for l in grid.index]
-    signed = bool((grid.values < 0).any())
-    fig = go.Figure(go.Heatmap(z=grid.values, x=[f"H{h}" for h in grid.columns], y=list(grid.index),
-                               customdata=custom, colorscale="RdBu" if signed else "Blues", zmid=0 if signed else None,
-                               hovertemplate="L%{customdata[0]}H%{customdata[1]}: %{z:.4f}<extra></extra>"))
-    fig.add_scatter(x=[f"H{head}"], y=[layer], mode="markers", hoverinfo="skip", showlegend=False,
-                    marker=dict(symbol="square-open", size=14, color="black", line=dict(width=2)))
-    fig.update_layout(title=title, yaxis=dict(title="layer", range=[len(grid) - 0.5, -0.5], dtick=1), height=520)
-    return fig

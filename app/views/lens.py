@@ -9,31 +9,40 @@ from dash.exceptions import PreventUpdate
 from ...probes.readouts.lens import logit_lens
 from ...probes.readouts.tuned_lens import default_path, load_tuned_lens
 
+from .. import exports
+from ..state import Control
 from ..widgets import guarded, needs_model, target_input
 
 TAB, LABEL = "lens", "Lens"
+TARGET = Control("lens_target", "lens-target")
+KIND = Control("lens_kind", "lens-kind", "logit")
+COLOR = Control("lens_color", "lens-color", "top_prob")
+CONTROLS = (TARGET, KIND, COLOR)
 WINDOW = 16  # positions shown: the chosen destination and those before it
 
 
 def layout():
     return html.Div(className="view", children=[
         html.Div(className="controls", children=[
-            target_input("lens-target"),
+            target_input(TARGET.id),
             dcc.RadioItems(id="lens-kind", options=[{"label": "logit lens", "value": "logit"},
                                                     {"label": "tuned lens", "value": "tuned"}],
-                           value="logit", inline=True),
+                           value=KIND.default, inline=True),
             dcc.RadioItems(id="lens-color", options=[{"label": "top-1 probability", "value": "top_prob"},
                                                      {"label": "target probability", "value": "target_prob"}],
-                           value="top_prob", inline=True),
+                           value=COLOR.default, inline=True),
             html.Span(id="lens-note", className="muted"),
         ]),
         html.Div(id="lens-error"),
         dcc.Loading(dcc.Graph(id="lens-grid")),
         dcc.Loading(dcc.Graph(id="lens-trajectory")),
+        exports.actions(TAB),
     ])
 
 
 def register(app, session, runs_root) -> None:
+    exports.register(app, session, runs_root, TAB, "lens-grid")
+
     @app.callback(Output("lens-kind", "options"), Output("lens-note", "children"), Input("model-store", "data"))
     def kinds(store):
         needs_model(store)
@@ -43,16 +52,15 @@ def register(app, session, runs_root) -> None:
         return [{"label": "logit lens", "value": "logit"},
                 {"label": "tuned lens", "value": "tuned", "disabled": not trained}], note
 
-    @app.callback(Output("lens-grid", "figure"), Output("lens-trajectory", "figure"), Output("lens-error", "children"),
-                  Input("view", "data"), Input("model-store", "data"), Input("lens-target", "value"),
-                  Input("lens-kind", "value"), Input("lens-color", "value"))
-    @guarded(outputs=3, error_at=2)
-    def render(view, store, target, kind, color):
+    @app.callback(Output("lens-grid", "figure"), Output("lens-trajectory", "figure"), Output(f"{TAB}-shown", "data"),
+                  Output("lens-error", "children"), Input("view", "data"), Input("model-store", "data"))
+    @guarded(outputs=4, error_at=3)
+    def render(view, store):
         needs_model(store)
         if view["tab"] != TAB:
             raise PreventUpdate
-        target = target or None
-        n = len(session.memo(("tokens", view["prompt"]), lambda model: model.tokenize(view["prompt"])))
+        target, kind, color = view.get(TARGET.key) or None, view.get(KIND.key), view.get(COLOR.key) or COLOR.default
+        n = len(session.tokens(view["prompt"]))
         dest = view.get("dest")
         dest = n - 1 if dest is None or not 0 <= dest < n else dest
         positions = list(range(max(0, dest - WINDOW + 1), dest + 1))
@@ -68,4 +76,4 @@ def register(app, session, runs_root) -> None:
         plain, tuned = session.memo(("lens", view["prompt"], target, tuple(positions)), compute)
         shown = tuned if kind == "tuned" and tuned is not None else plain
         others = [tuned] if tuned is not None else []
-        return shown.plot(color), plain.trajectory(dest, *others), ""
+        return shown.plot(color), plain.trajectory(dest, *others), session.show(shown), ""

@@ -11,15 +11,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from dash import Input, Output, dcc, html
+from dash import Input, Output, State, dcc, html
 from dash.exceptions import PreventUpdate
 from flask import abort, send_file
 
 from ...probes import HeadscopeError, load_result
 
+from ..state import Control
 from ..widgets import error_box, guarded
 
 TAB, LABEL = "runs", "Runs"
+RUN = Control("run", "runs-list")
+CONTROLS = (RUN,)
 MAX_DEPTH = 3
 DOWNLOADABLE = (".parquet", ".html", ".json", ".png", ".safetensors")
 
@@ -49,7 +52,7 @@ def safe_file(root: Path, run: str, name: str) -> Path:
 def layout():
     return html.Div(className="view", children=[
         html.Div(className="controls", children=[
-            html.Label(["saved run ", dcc.Dropdown(id="runs-list", className="wide", placeholder="choose a run")]),
+            html.Label(["saved run ", dcc.Dropdown(id=RUN.id, className="wide", placeholder="choose a run")]),
             html.Button("Refresh", id="runs-refresh"),
             html.Span(id="runs-root", className="muted"),
         ]),
@@ -69,9 +72,11 @@ def register(app, session, runs_root: Path) -> None:
             abort(404)
         return send_file(path, as_attachment=not name.endswith(".html"))
 
-    @app.callback(Output("runs-list", "options"), Output("runs-root", "children"),
-                  Input("runs-refresh", "n_clicks"), Input("tabs", "value"))
-    def listing(_clicks, tab):
+    @app.callback(Output(RUN.id, "options"), Output(RUN.id, "value", allow_duplicate=True),
+                  Output("runs-root", "children"), Input("runs-refresh", "n_clicks"), Input("tabs", "value"),
+                  State("view", "data"), prevent_initial_call="initial_duplicate")
+    def listing(_clicks, tab, view):
+        """The saved runs, with the view's (a value set before its options would be dropped)."""
         if tab != TAB:
             raise PreventUpdate
         runs = find_runs(runs_root)
@@ -83,13 +88,15 @@ def register(app, session, runs_root: Path) -> None:
             except (OSError, ValueError):
                 label = f"{run}  (unreadable meta.json)"
             options.append({"label": label, "value": run})
-        return options, f"{len(runs)} runs in {runs_root}"
+        chosen = (view or {}).get(RUN.key)
+        return options, chosen if chosen in runs else None, f"{len(runs)} runs in {runs_root}"
 
     @app.callback(Output("runs-graph", "figure"), Output("runs-files", "children"), Output("runs-meta", "children"),
-                  Output("runs-error", "children"), Input("runs-list", "value"))
+                  Output("runs-error", "children"), Input("view", "data"))
     @guarded(outputs=4, error_at=3)
-    def open_run(run):
-        if not run:
+    def open_run(view):
+        run = (view or {}).get(RUN.key)
+        if not run or view["tab"] != TAB:
             raise PreventUpdate
         if run not in find_runs(runs_root):
             return {}, [], "", error_box(f"run {run!r} is not under the runs directory")

@@ -13,7 +13,8 @@
   swapped for pass-throughs and cost nothing, so a sweep of variants at layer ``l`` never recomputes
   the prefix they cannot change;
   ``logits_at``: the positions (one per row) whose logits are wanted; the unembedding then runs on
-  those rows only;
+  those rows only; ``logits=False``: none are wanted, and the forward stops as soon as every recorded
+  hook has fired (the blocks after the last one, the final norm and the unembedding never run);
   ``grad``: keep the autograd graph (recorded activations are not detached) for gradient methods;
   ``control``: an ``AttentionControl`` (``attention_control``): attention rows of the last queries
   computed in linear memory, and heads whose query or output is zeroed, inside the model's own
@@ -69,6 +70,7 @@ class RunSpec:
     start_layer: int = 0
     resid: torch.Tensor | None = None
     logits_at: torch.Tensor | None = None
+    logits: bool = True
     attention: str = "auto"
     grad: bool = False
     kv_cache: bool = False
@@ -78,7 +80,7 @@ class RunSpec:
 
 @dataclass
 class RunOutput:
-    logits: torch.Tensor | None  # [batch, pos, vocab], or [batch, vocab] when logits_at was given
+    logits: torch.Tensor | None  # [batch, pos, vocab], [batch, vocab] with logits_at, None with logits=False
     cache: dict[str, torch.Tensor]
     past: object | None = None  # the HF cache of keys and values, when kv_cache=True
 
@@ -132,16 +134,22 @@ def run(model: Model, batch: Batch, interventions: Iterable[Intervention] = (), 
     start_layer, resid, attention, grad = spec.start_layer, spec.resid, spec.attention, spec.grad
     kv_cache, past, control = spec.kv_cache, spec.past, spec.control
     captured: dict[str, torch.Tensor] = {}
+    records = _records(model, record)
+    if not spec.logits and (not records or grad or kv_cache):
+        raise HeadscopeError("logits=False stops the forward after the last recorded hook: it needs a record, "
+                             "and neither gradients nor keys and values")
 
     def make_recorder(name: str, keep) -> HookFn:
         def record_act(act: torch.Tensor, hook=None):
             kept = keep(name, act) if keep is not None else act
             captured[name] = kept if grad else kept.detach()
+            if not spec.logits and len(captured) == len(records):
+                raise _Recorded
             return act
 
         return record_act
 
-    fwd = [(i.hook, i) for i in interventions] + [(n, make_recorder(n, k)) for n, k in _records(model, record)]
+    fwd = [(i.hook, i) for i in interventions] + [(n, make_recorder(n, k)) for n, k in records]
     if grad:  # weights are frozen: let gradients start at the embeddings so every activation has one
         fwd.insert(0, ("hook_embed", _requiring_grad))
     if spec.logits_at is not None:
@@ -187,10 +195,17 @@ def run(model: Model, batch: Batch, interventions: Iterable[Intervention] = (), 
             kwargs["past_key_values"] = DynamicCache() if past is None else past
             logits, past = model.bridge(batch.input_ids, return_type="logits_and_cache", **kwargs)
         else:
-            logits = model.bridge(batch.input_ids, return_type="logits", **kwargs)
-    if spec.logits_at is not None:
+            try:
+                logits = model.bridge(batch.input_ids, return_type="logits", **kwargs)
+            except _Recorded:
+                logits = None
+    if spec.logits_at is not None and logits is not None:
         logits = logits[:, 0]
     return RunOutput(logits, captured, past if kv_cache else None)
+
+
+class _Recorded(Exception):
+    """Raised by the last recorder of a ``logits=False`` run: everything asked for is kept."""
 
 
 def probe_sdpa_hooks(model: Model) -> frozenset[str]:

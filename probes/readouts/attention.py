@@ -160,8 +160,8 @@ def attention_views(
                 return act[:0]
         return torch.nn.functional.adaptive_max_pool2d(act[0].float(), s)
 
-    cache = run(model, model.batch([tokens]), record=Record(names + ([shown] if shown and shown not in names else []),
-                                                            keep=keep)).cache
+    recorded = Record(names + ([shown] if shown and shown not in names else []), keep=keep)
+    cache = run(model, model.batch([tokens]), record=recorded, logits=False).cache  # stops after the last pattern
     seconds = round(time.perf_counter() - started, 3)
     grid_result = pattern = None
     if grid is not None:

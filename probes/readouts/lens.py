@@ -59,7 +59,7 @@ class LogitLens(Result):
         import plotly.graph_objects as go
 
         frame = self.frame.assign(top_prob=[p[0] for p in self.frame["top_probs"]],
-                                  top_token=[t[0] for t in self.frame["top_tokens"]])
+                                  top_token=[_printable(t[0]) for t in self.frame["top_tokens"]])
         z = frame.pivot(index="layer", columns="position", values=color)
         text = frame.pivot(index="layer", columns="position", values="top_token")
         labels = [f"{p}: {t!r}" for p, t in zip(sorted(set(frame["position"])),
@@ -171,3 +171,8 @@ def tuned_lens(model: Model, prompt: str, lens: "TunedLens | str | None" = None,
     if not isinstance(lens, TunedLens):
         lens = load_tuned_lens(model, lens)
     return logit_lens(model, prompt, lens=lens, **kwargs)
+
+
+def _printable(token: str) -> str:
+    """A token as a cell shows it: control characters escaped (they are not valid in the figure's SVG)."""
+    return token if token.isprintable() else repr(token)[1:-1]
