@@ -19,7 +19,7 @@ except PackageNotFoundError:  # running from a checkout that is not installed
     __version__ = "0+unknown"
 
 _API = {
-    "headscope.probes": ["HeadscopeError", "Result", "load_result", "Model", "Batch", "Tokens", "load_model",
+    "headscope.probes": ["HeadscopeError", "HeadscopeFailure", "Result", "load_result", "Model", "Batch", "Tokens", "load_model",
                          "Intervention", "Edit", "Record", "RunSpec", "run", "hook_names", "capture", "read_prompts",
                          "read_records"],
     "headscope.probes.engine": ["Patch", "generate", "row_chunks", "sweep"],

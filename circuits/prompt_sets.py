@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..probes import HeadscopeError, Model, Tokens, read_records
-from ..probes.text.prompts import data_file
+from ..probes.text.prompts import data_file, read_text_file
 
 
 
@@ -42,7 +42,7 @@ def read_prompt_set(path: str | Path) -> PromptSet:
     ``target`` strings."""
     path = data_file(path)
     records = read_records(path, required=("prompt", "target"))
-    lines = [i for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1) if line.strip()]
+    lines = [i for i, line in enumerate(read_text_file(path).splitlines(), start=1) if line.strip()]
     for record, line in zip(records, lines):
         for key in ("foil", "corrupted"):
             if key in record and (not isinstance(record[key], str) or not record[key].strip()):

@@ -1,4 +1,4 @@
-"""The command line: JSON info, capture to a directory, one-line errors with exit status 2."""
+"""The command line: JSON info, capture to a directory, exit statuses (the mistakes: test_bad_input)."""
 
 import json
 
@@ -25,26 +25,16 @@ def test_capture_writes_a_loadable_directory(tmp_path):
     assert set(acts.frame["prompt"]) == {0, 1}
 
 
-def test_user_mistakes_print_one_line_and_exit_2(tmp_path):
-    prompts = tmp_path / "prompts.txt"
-    prompts.write_text("The cat sat\n")
-    empty = tmp_path / "empty.txt"
-    empty.write_text("\n\n")
-    cases = [
-        (["info", "--model", "no-such-model"], "unknown model 'no-such-model'"),
-        (["capture", "--model", "random:llama", "--prompts", str(tmp_path / "nope.txt"), "--hooks", "x", "--out", "o"],
-         "prompt file not found"),
-        (["capture", "--model", "random:llama", "--prompts", str(empty), "--hooks", "x", "--out", "o"], "has no prompts"),
-        (["capture", "--model", "random:llama", "--prompts", str(prompts), "--hooks", "blocks.*.hook_zz",
-          "--out", str(tmp_path / "o")], "matches no hook"),
-        (["capture", "--model", "random:llama", "--prompts", str(prompts), "--hooks", "blocks.0.hook_resid_post",
-          "--positions", "middle", "--out", str(tmp_path / "o")], "--positions: 'middle'"),
-    ]
-    for args, message in cases:
-        out = cli(*args)
-        assert out.returncode == 2, (args, out.stderr)
-        assert out.stderr.count("\n") == 1 and message in out.stderr, out.stderr
-    assert not (tmp_path / "o").exists()
+def test_exit_status_of_the_process(tmp_path):
+    """The installed entry point's exit status and one line; every mistake of every command is in
+    test_bad_input (in-process)."""
+    out = cli("info", "--model", "no-such-model")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert out.stderr.startswith("headscope: error: unknown model 'no-such-model'; use an alias"), out.stderr
+    garbage = tmp_path / "garbage.gguf"
+    garbage.write_bytes(b"not a gguf file at all" * 100)
+    out = cli("info", "--model", str(garbage))
+    assert out.returncode == 1 and out.stderr.count("\n") == 1 and str(garbage) in out.stderr, out.stderr
 
 
 def test_trace_and_patch_commands(tmp_path):
@@ -72,26 +62,6 @@ def test_trace_and_patch_commands(tmp_path):
         assert out.returncode == 0, out.stderr
         frame = pd.read_parquet(tmp_path / method / "patching.parquet")
         assert len(frame) == 16 and set(frame["kind"]) == {"heads"}
-
-
-def test_trace_and_patch_mistakes(tmp_path):
-    bad = tmp_path / "facts.jsonl"
-    bad.write_text('{"subject": "Paris", "prompt": "Paris is", "target": " a"}\n{"subject": "Rome"}\n')
-    cases = [
-        (["trace", "--model", "random:llama", "--prompt", "The cat sat", "--subject", "dog", "--out", str(tmp_path / "o")],
-         "subject 'dog' not found"),
-        (["trace", "--model", "random:llama", "--prompt", "The cat sat", "--out", str(tmp_path / "o")], "needs --prompt and --subject"),
-        (["trace", "--model", "random:llama", "--prompt", "The cat sat", "--subject", "cat", "--noise", "0",
-          "--out", str(tmp_path / "o")], "noise 0.0 must be positive"),
-        (["trace", "--model", "random:llama", "--facts", str(bad), "--out", str(tmp_path / "o")], "facts.jsonl:2: field 'target'"),
-        (["patch", "--model", "random:llama", "--clean", "The cat sat", "--corrupted", "A dog", "--target", " on",
-          "--out", str(tmp_path / "o")], "different token lengths"),
-    ]
-    for args, message in cases:
-        out = cli(*args)
-        assert out.returncode == 2, (args, out.stderr)
-        assert message in out.stderr and out.stderr.strip().count("\n") == 0, out.stderr
-    assert not (tmp_path / "o").exists()
 
 
 def test_public_api_names_resolve_and_version_is_one():
@@ -166,3 +136,11 @@ def test_every_subpackage_is_packaged():
     on_disk = {"headscope"} | {"headscope." + ".".join(p.parent.relative_to(root).parts)
                                for top in ("probes", "circuits", "app", "data") for p in (root / top).rglob("__init__.py")}
     assert listed == on_disk
+
+
+def test_heads_reads_a_shipped_set_by_name(tmp_path, monkeypatch, capsys):
+    from headscope.app.cli import main
+
+    monkeypatch.chdir(tmp_path)  # nothing here is called ioi: the name is the shipped set
+    assert main(["heads", "--model", "random:llama", "--device", "cpu", "--prompts", "ioi", "--out", "r"]) == 0
+    assert load_result(tmp_path / "r").meta["params"]["prompt_files"][0].endswith("ioi.jsonl")

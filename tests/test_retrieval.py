@@ -3,9 +3,11 @@ against plain eager loops on the default model, the masking test, the CLI and ba
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy import stats
 
 from headscope.circuits.retrieval.haystack import SENTENCE_ENDS, build_test, needle_grid, read_needles
 from headscope.circuits.retrieval.scores import (RetrievalHeads, _argmax_rows, agreement, copy_credit, has_newline,
@@ -151,6 +153,80 @@ def test_masking_bad_input(tiny_llama, tmp_path):
         read_head_scores(bad)
 
 
+def t_band(values, level=0.95):
+    """scipy's Student-t interval on the mean; scipy refuses a zero scale, which is a zero-width interval."""
+    values = np.asarray(values, float)
+    mean, sem = values.mean(), stats.sem(values)
+    return (mean, mean) if sem == 0 else stats.t.interval(level, len(values) - 1, loc=mean, scale=sem)
+
+
+def test_masking_curve_intervals_match_scipy(tiny_llama, tmp_path):
+    tests = needle_grid(tiny_llama, [200], [0.2, 0.5, 0.8], read_needles())
+    scores = {(0, 0): 0.9, (1, 3): 0.5}
+    masked = masking_test(tiny_llama, tests, scores, [1, 2], modes=("uniform",), seeds=3, max_new_tokens=4,
+                          progress=False)
+    assert masked.meta["interval"] == {"method": "student-t", "level": 0.95, "n": 3}  # the random curve: seeds
+    assert masked.meta["interval_over_tests"] == {"method": "student-t", "level": 0.95, "n": 3}
+    f, recalls = masked.frame, masked.recalls
+    for i, row in f.iterrows():  # each row's band: over the needle tests
+        values = recalls[recalls["row"] == i].sort_values("test")["recall"]
+        assert len(values) == 3 and row["accuracy"] == pytest.approx(values.mean())
+        assert (row["ci_low"], row["ci_high"]) == pytest.approx(t_band(values), abs=1e-12)
+    curves = masked.curves()
+    assert len(curves) == 1 + 2 * 2 and set(curves["over"]) == {"seeds", "tests"}
+    for _, c in curves[curves["kind"] == "random"].iterrows():
+        acc = f[(f["kind"] == "random") & (f["k"] == c["k"])]["accuracy"]
+        assert c["n"] == 3 and (c["accuracy"], c["ci_low"], c["ci_high"]) == pytest.approx(
+            (acc.mean(), *t_band(acc)), abs=1e-12)
+    # a random model rarely retrieves anything: spread the seeds' accuracies to compare a real width
+    spread = f.copy()
+    rand = spread["kind"] == "random"
+    spread.loc[rand, "accuracy"] = np.random.default_rng(5).uniform(0, 1, rand.sum())
+    for level in (0.9, 0.95):
+        result = MaskingTest(spread, {**masked.meta, "interval": {**masked.meta["interval"], "level": level}},
+                             {"recalls": recalls})
+        for _, c in result.curves()[lambda c: c["kind"] == "random"].iterrows():
+            acc = spread[rand & (spread["k"] == c["k"])]["accuracy"].to_numpy()
+            low, high = t_band(acc, level)
+            assert high - low > 0.05 and (c["ci_low"], c["ci_high"]) == pytest.approx((low, high), rel=1e-10)
+        fig = result.plot()
+        assert f"{level:.0%} Student-t" in fig.layout.title.text
+        bands = [t for t in fig.data if t.fill == "toself"]  # the band traces: ci_high out, ci_low back
+        random_band = next(t for t in bands if "random" in t.name)
+        c = result.curves()[lambda c: c["kind"] == "random"].sort_values("k")
+        assert list(random_band.y) == pytest.approx(list(c["ci_high"]) + list(c["ci_low"])[::-1])
+    boot = MaskingTest(spread, {**masked.meta, "interval": {**masked.meta["interval"], "method": "bootstrap-bca"}})
+    for _, c in boot.curves()[lambda c: c["kind"] == "random"].iterrows():
+        acc = spread[rand & (spread["k"] == c["k"])]["accuracy"].to_numpy()
+        ref = stats.bootstrap((acc,), np.mean, method="BCa", n_resamples=2000, rng=np.random.default_rng(0))
+        assert (c["ci_low"], c["ci_high"]) == pytest.approx(tuple(ref.confidence_interval), rel=1e-10)
+    assert "BCa bootstrap" in boot.plot().layout.title.text
+    masked.save(tmp_path / "m")
+    saved = json.loads((tmp_path / "m" / "meta.json").read_text())
+    assert saved["interval"]["method"] == "student-t" and saved["interval"]["n"] == 3
+    assert pd.read_parquet(tmp_path / "m" / "curves.parquet").equals(curves)
+    # one seed, one test: the interval is undefined (NaN), never zero width
+    one = masking_test(tiny_llama, tests[:1], scores, [1], modes=("zero",), seeds=1, max_new_tokens=2,
+                       interval="bootstrap", level=0.9, progress=False)
+    assert one.meta["interval"] == {"method": "bootstrap-bca", "level": 0.9, "n": 1}
+    assert one.frame[["ci_low", "ci_high"]].isna().all().all() and one.curves()[["ci_low", "ci_high"]].isna().all().all()
+    one.plot()
+    with pytest.raises(HeadscopeError, match="unknown interval method"):
+        masking_test(tiny_llama, tests, scores, [1], interval="normal", progress=False)
+    with pytest.raises(HeadscopeError, match="must be between 0 and 1"):
+        masking_test(tiny_llama, tests, scores, [1], level=95, progress=False)
+
+
+def test_retrieval_head_summary_intervals_match_scipy(tiny_llama):
+    tests = needle_grid(tiny_llama, [200], [0.3, 0.7], read_needles(), needles_per_cell=2)
+    result = retrieval_heads(tiny_llama, tests, mode="teacher-forced", progress=False)  # every test counts
+    assert result.meta["interval"] == {"method": "student-t", "level": 0.95, "n": 4}
+    heads = result.heads()
+    for _, row in heads.head(6).iterrows():
+        values = result.frame[(result.frame["layer"] == row["layer"]) & (result.frame["head"] == row["head"])]["score"]
+        assert (row["ci_low"], row["ci_high"]) == pytest.approx(t_band(values), abs=1e-12)
+
+
 def test_cli_retrieval_and_mask(tmp_path):
     out = cli("retrieval", "--model", "random:qwen2", "--lengths", "200,260", "--depths", "0,1", "--max-new-tokens",
               "8", "--out", str(tmp_path / "r"))
@@ -160,12 +236,17 @@ def test_cli_retrieval_and_mask(tmp_path):
     assert {"length", "depth", "needle", "answer", "recall", "kept"} <= set(
         pd.read_parquet(tmp_path / "r" / "tests.parquet").columns)
     out = cli("retrieval-mask", "--model", "random:qwen2", "--heads", str(tmp_path / "r"), "--lengths", "200",
-              "--depths", "0.5", "--k", "1,2", "--seeds", "1", "--max-new-tokens", "4", "--out", str(tmp_path / "m"))
+              "--depths", "0.5", "--k", "1,2", "--seeds", "1", "--max-new-tokens", "4", "--level", "0.9",
+              "--out", str(tmp_path / "m"))
     assert out.returncode == 0, out.stderr
     assert set(pd.read_parquet(tmp_path / "m" / "masking.parquet")["kind"]) == {"none", "top", "random"}
+    assert json.loads((tmp_path / "m" / "meta.json").read_text())["interval"] == {"method": "student-t", "level": 0.9,
+                                                                                "n": 1}
     for args, message in [(["--lengths", "5000"], "over this model's context of 512"),
                           (["--depths", "1.5"], "depth 1.5"),
-                          (["--mode", "beam"], "invalid choice: 'beam'")]:
+                          (["--mode", "beam"], "invalid choice: 'beam'"),
+                          (["--interval", "normal"], "invalid choice: 'normal'"),
+                          (["--level", "95"], "confidence level between 0 and 1")]:
         out = cli("retrieval", "--model", "random:qwen2", *args, "--out", str(tmp_path / "x"))
         assert out.returncode == 2 and message in out.stderr and not (tmp_path / "x").exists()
     out = cli("retrieval-mask", "--model", "random:qwen2", "--heads", str(tmp_path / "r"), "--k", "99",

@@ -3,15 +3,17 @@
 On the prompts of each operation that the model solves (``arithmetic_prompts``):
 
 - **Effect** of each head: the head-ablation sweep (``circuits.ablation``) with the log-probability
-  of the answer's first token, in ``zero`` and ``mean`` mode (mean over the operation's prompts), the
-  head's ``z`` replaced at every position. The reference ablates one head of one prompt ("3+5=") per
-  deep copy of the model, zeroing its ``o_proj`` columns, which is the zero mode here.
+  of the answer's first token, in ``zero`` and ``mean`` mode (mean over the operation's prompts, with
+  its interval over them: ``stats``, Student-t by default), the head's ``z`` replaced at every
+  position. The reference ablates one head of one prompt ("3+5=") per deep copy of the model, zeroing
+  its ``o_proj`` columns, which is the zero mode here.
 - **Attention** of each head from the last position to the question's operand tokens and to its
   operator token (summed weights, mean over prompts): Zhang et al.'s criterion.
 - **Specialisation**: a head is specialised to an operation when its zero-ablation effect there is at
   least ``0.1`` nats and at least three times its largest effect on any other operation.
 - **Control**: the top-k heads of an operation (by zero-ablation effect) masked together vs k random
-  other heads (several seeds): accuracy (greedy first token) and mean log-probability.
+  other heads (several seeds): accuracy (greedy first token) and mean log-probability; the random
+  curve's error bars are the interval over the seeds (undefined with one).
 - **Neurons**: layer and neuron scores of the answer at the last position (``circuits.neurons``), and
   comparative neuron analysis against the operation's top head(s) zero-ablated.
 """
@@ -33,6 +35,7 @@ from ..heads.ablation import Head, prepare
 from ..heads.single_heads import head_ablation
 from .prompts import TEMPLATES, ArithmeticPrompt, accuracy_table, arithmetic_prompts, check_ops, score_prompts
 from ..heads.importance import ranking, top_vs_random
+from ..stats import check_interval, interval_meta, mean_interval
 from .neurons import neuron_attribution
 
 SPECIALIST_MIN, SPECIALIST_RATIO = 0.1, 3.0
@@ -117,11 +120,24 @@ class Arithmetic(Result):
         return fig
 
     def control_plot(self):
+        """Accuracy against k, top-k vs random heads; error bars: the interval over the seeds' head sets."""
         import plotly.express as px
 
-        c = self.control.groupby(["op", "control", "k"], as_index=False)["accuracy"].mean()
-        return px.line(c, x="k", y="accuracy", color="op", line_dash="control", markers=True,
-                       title="accuracy with the top-k heads of each operation masked vs k random heads")
+        info = self.meta.get("interval") or {}
+        method = "bootstrap" if str(info.get("method", "")).startswith("bootstrap") else "t"
+        level = info.get("level", 0.95)
+        rows = []
+        for (op, control, k), part in self.control.groupby(["op", "control", "k"], sort=False):
+            mean, low, high = mean_interval(part["accuracy"].to_numpy(), method=method, level=level,
+                                            seed=self.meta.get("seed", 0))
+            rows.append({"op": op, "control": control, "k": k, "accuracy": float(mean), "plus": float(high - mean),
+                         "minus": float(mean - low), "n": len(part)})
+        c = pd.DataFrame(rows)
+        name = "Student-t" if method == "t" else "BCa bootstrap"
+        return px.line(c, x="k", y="accuracy", color="op", line_dash="control", markers=True, error_y="plus",
+                       error_y_minus="minus", hover_data=["n"],
+                       title="accuracy with the top-k heads of each operation masked vs k random heads"
+                             f"<br><sub>error bars: {level:.0%} {name} intervals over the random head sets</sub>")
 
     def report(self) -> list:
         import plotly.express as px
@@ -164,14 +180,18 @@ def arithmetic_heads(
     neuron_prompts: int = 8,
     neuron_layers: list[int] | None = None,
     cna_heads: list[Head] | int = 1,
+    interval: str = "t",
+    level: float = 0.95,
     batch_size: int | None = None,
     progress: bool = True,
 ) -> Arithmetic:
     """The whole analysis (module docstring). ``cna_heads``: the heads ablated for comparative neuron
     analysis, or a number k (each operation's top k heads); ``neuron_prompts``: solved prompts per
     operation the neuron scores average over (0: no neuron analysis); ``neuron_layers``: the layers
-    whose neurons are scored (default all)."""
+    whose neurons are scored (default all). Each head's mean effect gets a ``level`` interval over the
+    operation's solved prompts (``interval``: t, or a BCa bootstrap seeded with ``seed``)."""
     started = time.perf_counter()
+    check_interval(interval, level)
     ops = check_ops(ops)
     for mode in modes:
         if mode not in MODES:
@@ -182,6 +202,11 @@ def arithmetic_heads(
         model.check_layer(layer)
     if isinstance(cna_heads, int) and not 1 <= cna_heads <= model.n_layers * model.n_heads:
         raise HeadscopeError(f"cna_heads {cna_heads} must be between 1 and the number of heads")
+    for k in ks:  # k over half the heads is skipped below (k random heads must fit outside the top k)
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise HeadscopeError(f"k={k!r} (heads masked in the control) must be a non-negative integer")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise HeadscopeError(f"control seeds {seeds!r} must be at least 1")
     prompts = arithmetic_prompts(model, ops, digits=digits, template=template, n=n, seed=seed)
     others = [t for t in TEMPLATES if t != prompts[0].template]
     every = prompts + [p for t in others for p in arithmetic_prompts(model, ops, digits=digits, template=t, n=n, seed=seed)]
@@ -201,8 +226,10 @@ def arithmetic_heads(
         attention = operand_attention(model, mine, batch_size=batch_size).mean(0)  # [L, H, 2]
         zero_effect = None
         for mode in modes:
-            summary = head_ablation(model, records, mode=mode, metric="logprob", batch_size=batch_size,
-                                    progress=False).summary()
+            ablation = head_ablation(model, records, mode=mode, metric="logprob", interval=interval, level=level,
+                                     batch_size=batch_size, progress=False)
+            ablation.meta["seed"] = seed
+            summary = ablation.summary()
             summary["operand_attention"] = attention[summary["layer"], summary["head"], 0]
             summary["operator_attention"] = attention[summary["layer"], summary["head"], 1]
             heads.append(summary.assign(op=op, mode=mode, n_prompts=len(mine)))
@@ -231,9 +258,12 @@ def arithmetic_heads(
     frame = pd.concat(heads, ignore_index=True)[["layer", "head", "op", "mode", "effect", "ci_low", "ci_high",
                                                  "operand_attention", "operator_attention", "clean", "ablated",
                                                  "n_prompts"]]
+    analysed = {op: n for op in ops if (n := sum(p.op == op for p in solved))}  # solved is not empty
     meta = {"model": model.spec, "ops": ops, "digits": digits, "template": prompts[0].template, "n_per_op": n,
             "seed": seed, "modes": list(modes), "metric": "log p(answer's first token), clean - ablated",
             "n_solved": {op: sum(p.op == op for p in solved) for op in ops}, "notes": notes,
+            # n: the fewest prompts an operation's intervals are over (each row's own n is n_prompts)
+            "interval": {**interval_meta(interval, level, min(analysed.values())), "n_by_op": analysed},
             "specialist_rule": f"effect >= {SPECIALIST_MIN} and >= {SPECIALIST_RATIO}x any other operation's",
             "neuron_prompts": neuron_prompts, "neuron_layers": neuron_layers,
             "seconds": round(time.perf_counter() - started, 2)}

@@ -30,6 +30,7 @@ import torch
 from ...probes import HeadscopeError, Model, Result, Tokens, run
 from ...probes.engine.run import chunks
 from ...probes.engine.generate import generate
+from ...probes.text.prompts import read_text_file
 
 OPS = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
 TEMPLATES = ("fewshot", "bare")
@@ -91,7 +92,7 @@ def read_template(template: str) -> tuple[str, str]:
     path = Path(template)
     if not path.is_file():
         raise HeadscopeError(f"unknown template {template!r}: use fewshot, bare or a template file")
-    text = path.read_text(encoding="utf-8").rstrip()
+    text = read_text_file(path).rstrip()
     for field in ("{a}", "{op}", "{b}"):
         if field not in text:
             raise HeadscopeError(f"template file {template} has no {field} placeholder")

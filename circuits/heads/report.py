@@ -32,6 +32,7 @@ from pathlib import Path
 import pandas as pd
 
 from ...probes import HeadscopeError, Model, Result, load_model
+from ...probes.models.loading import check_model_spec, resolve_device, resolve_dtype
 from ...probes.progress import tracked
 from ...probes.results.outputs import check_output_dir
 
@@ -148,8 +149,12 @@ def head_report(
         if mode == "resample":
             ps.require("corrupted", "resample ablation")
     specs = [m.spec if isinstance(m, Model) else str(m) for m in models]
-    params = {"models": specs, "prompt_files": [str(Path(p).resolve()) for p in prompt_files],
-              "prompt_files_mtime": [os.path.getmtime(p) for p in prompt_files], "mode": mode, "metric": metric,
+    for spec in models:  # every model named must exist before the first one is analysed
+        if not isinstance(spec, Model):
+            check_model_spec(str(spec))
+    resolve_device(device), resolve_dtype(dtype)
+    params = {"models": specs, "prompt_files": [str(Path(ps.source).resolve()) for ps in sets],
+              "prompt_files_mtime": [os.path.getmtime(ps.source) for ps in sets], "mode": mode, "metric": metric,
               "positions": positions, "gradient": gradient, "pruning": pruning, "seed": seed, "dtype": dtype,
               "chunk_size": chunk_size}
     partial = _resume_dir(out, params)

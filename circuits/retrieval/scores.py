@@ -8,7 +8,9 @@ generates, the head gains ``1 / len(span)``. Decoding stops after a token contai
 step is scored, as in the reference) or at the end-of-text token (the reference does not stop there;
 nothing after it would be an answer). A test counts only if the answer's ROUGE-1 recall of
 ``real_needle`` (``rouge_score``, Porter stemming, as the reference) is above 0.5; a head's score is
-the mean over counted tests, and a retrieval head is one above ``threshold`` (0.1, the paper's).
+the mean over counted tests, and a retrieval head is one above ``threshold`` (0.1, the paper's). The
+mean carries an interval over the counted tests (``stats``: Student-t by default, or a seeded BCa
+bootstrap; ``meta["interval"]``), undefined (NaN) with fewer than two.
 
 **Teacher-forced mode** (a different, much cheaper estimate): one forward over the prompt plus
 " " + ``real_needle``, reading only the rows of the queries that predict the answer's tokens; a head
@@ -36,7 +38,7 @@ from ...probes.engine.generate import generate
 from ...probes.progress import tracked
 
 from .haystack import NeedleTest
-from ..stats import spearman
+from ..stats import check_interval, interval_meta, mean_interval, spearman
 
 MODES = ("greedy", "teacher-forced")
 
@@ -105,13 +107,25 @@ class RetrievalHeads(Result):
     title = "headscope retrieval heads"
 
     def heads(self) -> pd.DataFrame:
-        """Per head: mean score over the counted tests and their number."""
+        """Per head: mean score over the counted tests, its interval (``ci_low``, ``ci_high``; method and
+        level from ``meta["interval"]``, Student-t 95% unless the run asked otherwise) and their number."""
         kept = self.frame[self.frame["test"].isin(self.tests.loc[self.tests["kept"], "test"])]
         summary = kept.groupby(["layer", "head"], as_index=False)["score"].mean()
         full = pd.MultiIndex.from_product([range(self.meta["n_layers"]), range(self.meta["n_heads"])],
                                           names=["layer", "head"]).to_frame(index=False)
         out = full.merge(summary, on=["layer", "head"], how="left")
         out["score"] = out["score"].fillna(0.0)
+        info = self.meta.get("interval") or {}
+        method = "bootstrap" if str(info.get("method", "")).startswith("bootstrap") else "t"
+        n = kept["test"].nunique()
+        # [head, test] in the order of ``full``: every test scores every head
+        values = kept.sort_values(["layer", "head", "test"])["score"].to_numpy(float).reshape(len(full), n)
+        low, high = np.full(len(full), np.nan), np.full(len(full), np.nan)
+        for start in range(0, len(full) if n else 0, 256):  # the bootstrap resamples a chunk of heads at once
+            _, low[start:start + 256], high[start:start + 256] = mean_interval(
+                values[start:start + 256], axis=1, method=method, level=info.get("level", 0.95),
+                seed=self.meta.get("seed", 0))
+        out["ci_low"], out["ci_high"] = low, high
         out["n_tests"] = int(self.tests["kept"].sum())
         return out.sort_values("score", ascending=False, ignore_index=True)
 
@@ -175,10 +189,16 @@ def retrieval_heads(
     mode: str = "greedy",
     max_new_tokens: int = 50,
     threshold: float = 0.1,
+    interval: str = "t",
+    level: float = 0.95,
+    seed: int = 0,
     progress: bool = True,
 ) -> RetrievalHeads:
-    """Score every head on every test (module docstring); ``tests`` from ``haystack.needle_grid``."""
+    """Score every head on every test (module docstring); ``tests`` from ``haystack.needle_grid``. Each
+    head's mean score gets a ``level`` interval over the counted tests (``interval``: t, or bootstrap
+    seeded with ``seed``)."""
     started = time.perf_counter()
+    check_interval(interval, level)
     if mode not in MODES:
         raise HeadscopeError(f"unknown mode {mode!r}; use {' or '.join(MODES)}")
     if not tests:
@@ -202,7 +222,8 @@ def retrieval_heads(
                           "head": np.tile(np.arange(H), L * len(tests)), "score": np.concatenate(rows)})
     meta = {"model": model.spec, "mode": mode, "max_new_tokens": max_new_tokens, "threshold": threshold,
             "n_layers": L, "n_heads": H, "n_kv_heads": model.n_kv_heads, "heads_are": "query heads",
-            "n_tests": len(tests), "n_kept": int(sum(r["kept"] for r in records)),
+            "n_tests": len(tests), "n_kept": int(sum(r["kept"] for r in records)), "seed": seed,
+            "interval": interval_meta(interval, level, sum(r["kept"] for r in records)),
             "seconds": round(time.perf_counter() - started, 2)}
     return RetrievalHeads(frame, meta, {"tests": pd.DataFrame(records)})
 

@@ -122,6 +122,8 @@ def capture(
     if isinstance(prompts, (str, Path)):
         prompts = read_prompts(prompts)
     prompts = list(prompts)
+    if not prompts:
+        raise HeadscopeError("no prompts given")
     names = hook_names(model, hooks)
     if layers is not None:
         for layer in layers:
@@ -136,8 +138,15 @@ def capture(
         raise HeadscopeError(f"device {device!r} for captured tensors must be 'cpu' or 'model' (the model's device)")
     if positions not in ("last", "all") and not (isinstance(positions, tuple) and len(positions) == 2):
         raise HeadscopeError(f"positions {positions!r} must be 'last', 'all' or a (start, end) token span")
+    span = isinstance(positions, tuple)
+    if span and not 0 <= positions[0] < positions[1]:
+        raise HeadscopeError(f"positions {positions[0]}:{positions[1]} is an empty span; give START:END with "
+                             "0 <= START < END")
     toks = [model.tokenize(p) for p in prompts]
     longest = max(len(t) for t in toks)
+    if span and positions[0] >= longest:
+        raise HeadscopeError(f"positions {positions[0]}:{positions[1]} start past the end of every prompt "
+                             f"(the longest has {longest} tokens)")
     slices = row_chunks(model, len(toks), longest, batch_size)
     started = time.perf_counter()
 

@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 from .atomic import atomic_dir
-from ..errors import HeadscopeError
+from ..errors import HeadscopeError, HeadscopeFailure
+from ..progress import library_progress
 from .model import Model
 from .files import alias_names, cache_dir, gguf_for_alias, resolve_alias, sha256_of
 
@@ -53,7 +54,9 @@ def load_model(spec: str = "default", device: str | torch.device = "auto", dtype
 
     dev = resolve_device(device)
     dt = resolve_dtype(dtype)
-    hf_model, tokenizer = _load_hf(str(spec), dev, dt, seed)
+    # the dashboard hears the GGUF de-quantisation and the weight loading as progress
+    with library_progress("transformers.modeling_gguf_pytorch_utils", "transformers.core_model_loading"):
+        hf_model, tokenizer = _load_hf(str(spec), dev, dt, seed)
     hf_model.to(device=dev, dtype=dt).eval()
     for p in hf_model.parameters():
         p.requires_grad_(False)
@@ -73,7 +76,38 @@ def load_model(spec: str = "default", device: str | torch.device = "auto", dtype
     return model
 
 
+def check_model_spec(spec: str) -> None:
+    """A one-line ``HeadscopeError`` when ``spec`` cannot name a model; nothing is loaded or downloaded, so a
+    command that loads several models checks them all before it starts."""
+    spec = str(spec)
+    if spec.startswith("random:"):
+        from .random_models import random_config
+
+        random_config(spec.split(":", 1)[1])
+        return
+    if resolve_alias(spec) is not None:
+        return
+    path = Path(spec).expanduser()
+    if spec.endswith(".gguf"):
+        if not path.is_file():
+            raise HeadscopeError(f"GGUF file not found: {spec}")
+        return
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise HeadscopeError(f"{spec} is a directory without config.json; give a Hugging Face model directory")
+        return
+    if path.exists():
+        raise HeadscopeError(f"{spec} is neither a .gguf file nor a model directory")
+    if "/" in spec and not spec.startswith((".", "/", "~")):
+        return  # a hub name: only the hub can say whether it exists
+    raise HeadscopeError(
+        f"unknown model {spec!r}; use an alias ({', '.join(alias_names())}), random:<arch>, "
+        "a .gguf file, a local model directory or a hub name org/name"
+    )
+
+
 def _load_hf(spec: str, device: torch.device, dtype: torch.dtype, seed: int):
+    check_model_spec(spec)
     if spec.startswith("random:"):
         from .random_models import build_random_model
 
@@ -83,21 +117,8 @@ def _load_hf(spec: str, device: torch.device, dtype: torch.dtype, seed: int):
         return _load_gguf(gguf_for_alias(alias), alias.sha256, dtype)
     path = Path(spec).expanduser()
     if spec.endswith(".gguf"):
-        if not path.is_file():
-            raise HeadscopeError(f"GGUF file not found: {spec}")
         return _load_gguf(path, sha256_of(path), dtype)
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise HeadscopeError(f"{spec} is a directory without config.json; give a Hugging Face model directory")
-        return _from_pretrained(str(path), dtype)
-    if path.exists():
-        raise HeadscopeError(f"{spec} is neither a .gguf file nor a model directory")
-    if "/" in spec and not spec.startswith((".", "/", "~")):
-        return _from_pretrained(spec, dtype)
-    raise HeadscopeError(
-        f"unknown model {spec!r}; use an alias ({', '.join(alias_names())}), random:<arch>, "
-        "a .gguf file, a local model directory or a hub name org/name"
-    )
+    return _from_pretrained(str(path) if path.is_dir() else spec, dtype)
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -121,13 +142,22 @@ def _from_pretrained(name: str, dtype: torch.dtype, **kwargs):
         tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **kwargs)
     except OSError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if not Path(name).exists():
             raise HeadscopeError(
-                f"cannot load {name!r} from the Hugging Face hub (no network, or no such model): {first}"
+                f"cannot load {name!r} from the Hugging Face hub (no network, or no such model): {_first_line(err)}"
             ) from None
-        raise HeadscopeError(f"cannot load model from {name}: {first}") from None
+        raise HeadscopeError(f"cannot load model from {name}: {_first_line(err)}") from None
+    except Exception as err:  # weights that do not read: safetensors, torch and transformers raise many types
+        if not Path(name).exists():
+            raise
+        raise HeadscopeFailure(f"cannot load model from {name}: a corrupt or unreadable file "
+                               f"({type(err).__name__}: {_first_line(err)})") from None
     return model, _local_tokenizer(tokenizer, name)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _local_tokenizer(tokenizer, source: str):
@@ -154,7 +184,7 @@ def _load_gguf(path: Path, sha256: str, dtype: torch.dtype):
             tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
             model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
         except Exception as err:  # transformers raises many types for a bad file
-            raise HeadscopeError(f"cannot load GGUF file {path}: {type(err).__name__}: {err}".splitlines()[0]) from None
+            raise HeadscopeFailure(f"cannot load GGUF file {path}: {type(err).__name__}: {_first_line(err)}") from None
         model.config.architectures = [type(model).__name__]
 
         with atomic_dir(converted) as directory:
@@ -168,7 +198,11 @@ def _load_gguf(path: Path, sha256: str, dtype: torch.dtype):
                 del config.quantization_config
             config.save_pretrained(directory)
             tokenizer.save_pretrained(directory)
-    return _from_pretrained(str(converted), dtype)
+    try:
+        return _from_pretrained(str(converted), dtype)
+    except (HeadscopeError, HeadscopeFailure) as err:  # the cache's own copy: not the user's mistake
+        raise HeadscopeFailure(f"the cached copy of {path.name} does not load ({err}); "
+                               f"delete {converted} and it is made again") from None
 
 
 def _check_gguf(path: Path) -> None:
@@ -177,4 +211,6 @@ def _check_gguf(path: Path) -> None:
     try:
         GGUFReader(str(path))
     except Exception as err:  # the reader raises ValueError, struct or numpy errors on bad bytes
-        raise HeadscopeError(f"corrupt or truncated GGUF file {path}: {err}".splitlines()[0]) from None
+        where = "; it is in the model cache: delete it and it is fetched again" if path.resolve().is_relative_to(
+            cache_dir().expanduser().resolve()) else ""
+        raise HeadscopeFailure(f"corrupt or truncated GGUF file {path}: {_first_line(err)}{where}") from None

@@ -69,15 +69,20 @@ def tokenizer_dir() -> Path:
     return target
 
 
+def random_config(name: str) -> tuple[str, dict]:
+    """The config class name and arguments of ``random:<name>``; a one-line error for an unknown name."""
+    if name not in CONFIGS:
+        raise HeadscopeError(f"unknown random model {name!r}; choose one of: {', '.join(sorted(CONFIGS))}")
+    return CONFIGS[name]
+
+
 def build_random_model(name: str, seed: int = 0, device: torch.device | str = "cpu",
                        dtype: torch.dtype = torch.float32):
     """A random-weight ``transformers`` causal LM and its tokenizer for ``random:<name>``, built on ``device``."""
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if name not in CONFIGS:
-        raise HeadscopeError(f"unknown random model {name!r}; choose one of: {', '.join(sorted(CONFIGS))}")
-    config_class, kwargs = CONFIGS[name]
+    config_class, kwargs = random_config(name)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir())
     config = getattr(transformers, config_class)(**kwargs, bos_token_id=tokenizer.bos_token_id,
                                                  eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)

@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Mapping
 
 import pandas as pd
 
-from ..errors import HeadscopeError
+from ..errors import HeadscopeError, HeadscopeFailure
 from .html import write_report
 from .outputs import output_dir
 
@@ -123,6 +123,12 @@ class Result:
             write_meta(staging, self.saved_meta())
         return Path(directory)
 
+    def to_json(self) -> str:
+        """The whole result as one JSON document: ``{"meta": ..., "tables": {name: [row, ...]}}``."""
+        tables = {name: json.loads(table.to_json(orient="records", double_precision=15))
+                  for name, table in self.tables.items()}
+        return json.dumps({"meta": self.saved_meta(), "tables": tables}, default=_json_default)
+
     def saved_meta(self) -> dict[str, Any]:
         """``meta`` as ``meta.json`` holds it: with the writing class and the table names."""
         cls = type(self)
@@ -136,10 +142,19 @@ class Result:
 
 
 def read_table(path: Path) -> pd.DataFrame:
-    """A saved frame as it was: Parquet gives list cells back as arrays, so they become lists again."""
+    """A saved frame as it was: Parquet gives list cells back as arrays, so they become lists again.
+
+    A missing, unreadable or corrupt file is a one-line ``HeadscopeFailure`` naming it."""
     import numpy as np
 
-    frame = pd.read_parquet(path)
+    try:
+        frame = pd.read_parquet(path)
+    except FileNotFoundError:
+        raise HeadscopeFailure(f"missing Parquet file {path}; run the analysis again to regenerate it") from None
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        reason = " ".join(str(err).split())[:200] or type(err).__name__
+        raise HeadscopeFailure(f"corrupt or unreadable Parquet file {path} ({reason}); "
+                               "run the analysis again to regenerate it") from None
     for column in frame.columns[frame.dtypes == object]:
         if any(isinstance(v, np.ndarray) for v in frame[column].head(100)):
             frame[column] = [v.tolist() if isinstance(v, np.ndarray) else v for v in frame[column]]
@@ -180,10 +195,10 @@ def load_result(directory: str | os.PathLike) -> Result:
     cls = writer_class(meta, meta_file)
     try:
         return cls._load(path, meta)
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError) as err:  # the tables themselves fail in read_table, naming the file
         if isinstance(err, HeadscopeError):
             raise
-        raise HeadscopeError(f"corrupt result in {path}: {type(err).__name__}: {err}") from None
+        raise HeadscopeFailure(f"corrupt result in {path}: {type(err).__name__}: {err}") from None
 
 
 def write_meta(directory: Path, meta: dict[str, Any]) -> None:

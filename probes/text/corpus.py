@@ -18,7 +18,7 @@ import torch
 
 from ..errors import HeadscopeError
 from ..models.model import Model
-from .prompts import read_records
+from .prompts import read_records, read_text_file
 
 SPLITS = ("train", "test", "all")
 
@@ -43,7 +43,7 @@ def read_texts(source: str | Path | Sequence[str] | None, split: str = "train") 
             return [r["text"] for r in read_records(path, required=("text",))]
         if not path.is_file():
             raise HeadscopeError(f"text file not found: {source}")
-        texts = [p.strip() for p in path.read_text(encoding="utf-8").split("\n\n") if p.strip()]
+        texts = [p.strip() for p in read_text_file(path).split("\n\n") if p.strip()]
     else:
         texts = [t for t in source if isinstance(t, str) and t.strip()]
     if not texts:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import HeadscopeError
+from ..errors import HeadscopeError, HeadscopeFailure
 
 
 def shipped_sets() -> list[str]:
@@ -33,11 +33,23 @@ def data_file(path: str | Path) -> Path:
     raise HeadscopeError(f"prompt file not found: {path} (or give a shipped set: {', '.join(shipped_sets())})")
 
 
+def read_text_file(path: str | Path) -> str:
+    """A text file's contents: a file that is not UTF-8 text is a mistake (``HeadscopeError``), one that
+    cannot be read a failure (``HeadscopeFailure``); either way one line naming it."""
+    try:
+        return Path(path).expanduser().read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise HeadscopeError(f"{path} is not UTF-8 text (byte {err.start}: {err.reason}); give a text or JSONL "
+                             "file") from None
+    except OSError as err:
+        raise HeadscopeFailure(f"cannot read {path}: {err.strerror or err}") from None
+
+
 def read_records(path: str | Path, required: tuple[str, ...] = ("prompt",)) -> list[dict]:
     """JSONL records, each an object with string fields ``required`` (blank lines skipped)."""
     file = data_file(path)
     records = []
-    for lineno, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, line in enumerate(read_text_file(file).splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -61,7 +73,7 @@ def read_prompts(path: str | Path) -> list[str]:
     file = data_file(path)
     if file.suffix == ".jsonl":
         return [r["prompt"] for r in read_records(file)]
-    prompts = [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    prompts = [line for line in read_text_file(file).splitlines() if line.strip()]
     if not prompts:
         raise HeadscopeError(f"prompt file {path} has no prompts")
     return prompts
