@@ -12,12 +12,12 @@ cancel button.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
 import dash
-from dash import ALL, Dash, Input, Output, State, ctx, dcc, html
+from dash import Dash, Input, Output, State, ctx, dcc, html
+from dash.exceptions import PreventUpdate
 
 from ..probes.models.files import alias_names
 from ..probes.models.random_models import CONFIGS
@@ -31,7 +31,7 @@ VIEWS = (attention, lens, trace, heads, circuit, runs)
 CONTROLS = [control for view in VIEWS for control in view.CONTROLS]  # their values are view state, in the URL
 BY_ID = {control.id: control for control in CONTROLS}
 PRECEDENCE = ("url", "prompt-run", "model-load", "model-spec", "tabs", "attn-grid", "heads-map", "circuit-graph",
-              "attn-pattern", "layer-select", "head-select", *BY_ID)
+              "attn-pattern", "token-click", "layer-select", "head-select", *BY_ID)
 
 
 def create_app(session: ModelSession, runs_dir: str | Path, default_model: str = "default") -> Dash:
@@ -77,6 +77,8 @@ def _layout(default_model: str) -> html.Div:
             html.Button("Run", id="prompt-run", className="primary"),
             html.Div(id="prompt-error"),
             html.Div(id="tokens", className="tokens"),
+            dcc.Store(id="token-click"),  # {"index": i}, written by the strip's click handler (assets)
+            dcc.Store(id="tokens-drawn"),  # the (model, prompt) the strip shows
         ]),
         dcc.Tabs(id="tabs", value="attention", children=[
             dcc.Tab(label=view.LABEL, value=view.TAB, children=view.layout()) for view in VIEWS]),
@@ -92,16 +94,15 @@ def _register_core(app: Dash, session: ModelSession, default_model: str) -> None
         Input("url", "search"), Input("prompt-run", "n_clicks"), Input("tabs", "value"),
         Input("model-load", "n_clicks"), Input("model-spec", "value"), Input("attn-grid", "clickData"),
         Input("heads-map", "clickData"), Input("layer-select", "value"), Input("head-select", "value"),
-        Input("attn-pattern", "clickData"), Input({"type": "token", "index": ALL}, "n_clicks"),
+        Input("attn-pattern", "clickData"), Input("token-click", "data"),
         Input("circuit-graph", "tapNodeData"), *[Input(c.id, "value") for c in CONTROLS],
         State("prompt", "value"), State("view", "data"), prevent_initial_call="initial_duplicate",
     )
-    def sync(search, _run, tab, _load, spec, grid_click, map_click, layer, head, pattern_click, token_clicks,
+    def sync(search, _run, tab, _load, spec, grid_click, map_click, layer, head, pattern_click, token_click,
              node, *rest):
         values, (prompt, view) = rest[:len(CONTROLS)], rest[len(CONTROLS):]
         fired = {key.rsplit(".", 1)[0] for key in ctx.triggered_prop_ids}
-        # several inputs can fire together (a re-drawn token strip re-fires its pattern inputs): take
-        # the most deliberate one
+        # several inputs can fire together: take the most deliberate one
         trigger = next((t for t in PRECEDENCE if t in fired), ctx.triggered_id if fired else None)
         before = view
         view = dict(view or state.default_view(default_model, CONTROLS))
@@ -130,13 +131,11 @@ def _register_core(app: Dash, session: ModelSession, default_model: str) -> None
             label = (pattern_click or {}).get("points", [{}])[0].get("y", "")
             if str(label).split(":")[0].isdigit():
                 view["dest"] = int(str(label).split(":")[0])
-        elif isinstance(trigger, str) and trigger in BY_ID:
+        elif trigger == "token-click" and token_click:
+            view["dest"] = int(token_click["index"])
+        elif trigger in BY_ID:
             control = BY_ID[trigger]
             view[control.key] = control.clean(values[CONTROLS.index(control)])
-        elif isinstance(trigger, dict):
-            clicked = [t["prop_id"] for t in ctx.triggered if t["prop_id"].startswith("{") and t.get("value")]
-            if clicked:
-                view["dest"] = int(json.loads(clicked[0].rsplit(".", 1)[0])["index"])
         session.load(view["model"])
         # controls take the view's values only when the view came from elsewhere (the URL, a click on a
         # figure): echoing a control's own value back would undo what the user is typing
@@ -194,18 +193,25 @@ def _register_core(app: Dash, session: ModelSession, default_model: str) -> None
                 [{"label": f"H{h}", "value": h} for h in range(info["n_heads"])],
                 (view or {}).get("layer", 0), (view or {}).get("head", 0))
 
-    @app.callback(Output("tokens", "children"), Output("prompt-error", "children"),
-                  Input("view", "data"), Input("model-store", "data"))
-    @guarded(outputs=2, error_at=1)
-    def token_strip(view, store):
+    @app.callback(Output("tokens", "children"), Output("tokens-drawn", "data"), Output("prompt-error", "children"),
+                  Input("view", "data"), Input("model-store", "data"), State("tokens-drawn", "data"))
+    @guarded(outputs=3, error_at=2)
+    def token_strip(view, store, drawn):
+        """The prompt's tokens, drawn again only for a new prompt or model (the chosen one is marked in
+        the page by ``assets/tokens.js``): plain spans, one click handler for them all."""
         if not (store or {}).get("loaded"):
-            return [], ""
+            return [], None, ""
+        key = [store["loaded"], view["prompt"]]
+        if key == drawn:
+            raise PreventUpdate
         toks = session.tokens(view["prompt"])
-        spans = [html.Span(text if text.strip() else repr(text)[1:-1] or "\u2423", id={"type": "token", "index": i},
-                           title=f"position {i}, id {tid}",
-                           className="token selected" if view.get("dest") == i else "token")
+        spans = [html.Span(text if text.strip() else repr(text)[1:-1] or "\u2423", title=f"position {i}, id {tid}",
+                           className="token selected" if view.get("dest") == i else "token", **{"data-index": i})
                  for i, (text, tid) in enumerate(zip(toks.strings, toks.ids))]
-        return [html.Span(f"{len(toks)} tokens: ", className="muted")] + spans, ""
+        return [html.Span(f"{len(toks)} tokens: ", className="muted")] + spans, key, ""
+
+    app.clientside_callback("function (view) { return window.headscopeTokens.mark(view && view.dest); }",
+                            Output("tokens", "title"), Input("view", "data"))
 
 
 def serve(spec: str = "default", runs_dir: str = "runs", host: str = "127.0.0.1", port: int = 8050,

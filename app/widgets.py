@@ -44,6 +44,14 @@ def guarded(outputs: int, error_at: int):
     return wrap
 
 
+def loading(child, **kwargs):
+    """A spinner over ``child`` while it is recomputed, shown only past a second: an animation drawn
+    during every quick update would take a core from the model's forward on a small machine."""
+    from dash import dcc
+
+    return dcc.Loading(child, delay_show=1000, **kwargs)
+
+
 def needs_model(store: dict | None) -> None:
     """Stop a view's callback until a model is loaded."""
     if not (store or {}).get("loaded"):

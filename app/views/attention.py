@@ -10,7 +10,7 @@ from ...probes.readouts.attention import attention_views
 
 from .. import exports
 from ..state import Control
-from ..widgets import guarded, needs_model
+from ..widgets import loading, guarded, needs_model
 
 TAB, LABEL = "attention", "Attention"
 COMPARE = Control("compare", "attn-compare", [], int, many=True)
@@ -30,10 +30,10 @@ def layout():
         ]),
         html.Div(id="attn-error"),
         html.Div(className="row", children=[
-            dcc.Loading(dcc.Graph(id="attn-grid", config={"displayModeBar": False}), className="col-narrow"),
-            dcc.Loading(dcc.Graph(id="attn-pattern"), className="col-wide"),
+            loading(dcc.Graph(id="attn-grid", config={"displayModeBar": False}), className="col-narrow"),
+            loading(dcc.Graph(id="attn-pattern"), className="col-wide"),
         ]),
-        dcc.Loading(dcc.Graph(id="attn-token")),
+        loading(dcc.Graph(id="attn-token")),
         exports.actions(TAB),
     ])
 

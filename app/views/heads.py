@@ -26,7 +26,7 @@ from ...probes.readouts.components import component_attribution
 from .. import exports, saved_scores
 from ..jobs import job_progress
 from ..state import Control
-from ..widgets import guarded, job_controls, job_options, needs_model, target_input
+from ..widgets import loading, guarded, job_controls, job_options, needs_model, target_input
 
 TAB, LABEL = "heads", "Heads"
 SCORE = Control("score", "heads-score", "induction")
@@ -47,10 +47,10 @@ def layout():
         html.Div(id="heads-error"),
         dcc.Store(id="heads-live"),
         html.Div(className="row", children=[
-            dcc.Loading(dcc.Graph(id="heads-map"), className="col-half"),
+            loading(dcc.Graph(id="heads-map"), className="col-half"),
             html.Div(className="col-half", children=[
                 html.Div(id="heads-detail"),
-                dcc.Loading(dcc.Graph(id="heads-pattern")),
+                loading(dcc.Graph(id="heads-pattern")),
             ]),
         ]),
         exports.actions(TAB),

@@ -11,7 +11,7 @@ from ...probes.readouts.tuned_lens import default_path, load_tuned_lens
 
 from .. import exports
 from ..state import Control
-from ..widgets import guarded, needs_model, target_input
+from ..widgets import loading, guarded, needs_model, target_input
 
 TAB, LABEL = "lens", "Lens"
 TARGET = Control("lens_target", "lens-target")
@@ -34,8 +34,8 @@ def layout():
             html.Span(id="lens-note", className="muted"),
         ]),
         html.Div(id="lens-error"),
-        dcc.Loading(dcc.Graph(id="lens-grid")),
-        dcc.Loading(dcc.Graph(id="lens-trajectory")),
+        loading(dcc.Graph(id="lens-grid")),
+        loading(dcc.Graph(id="lens-trajectory")),
         exports.actions(TAB),
     ])
 

@@ -18,7 +18,7 @@ from flask import abort, send_file
 from ...probes import HeadscopeError, load_result
 
 from ..state import Control
-from ..widgets import error_box, guarded
+from ..widgets import loading, error_box, guarded
 
 TAB, LABEL = "runs", "Runs"
 RUN = Control("run", "runs-list")
@@ -58,7 +58,7 @@ def layout():
         ]),
         html.Div(id="runs-error"),
         html.Div(id="runs-files", className="files"),
-        dcc.Loading(dcc.Graph(id="runs-graph")),
+        loading(dcc.Graph(id="runs-graph")),
         html.Pre(id="runs-meta", className="meta"),
     ])
 

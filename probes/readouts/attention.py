@@ -27,6 +27,9 @@ from ..models.model import Model
 from ..results.result import Result
 
 
+TICKS = 48  # token labels drawn per axis at most (every token is in the hover): laying out hundreds is slow
+
+
 class AttentionPattern(Result):
     """One row per (head, destination, source) of the computed window."""
 
@@ -47,8 +50,8 @@ class AttentionPattern(Result):
             colorscale="Blues", zmin=0, zmax=1,
             hovertemplate="from %{y}<br>to %{x}<br>weight %{z:.3f}<extra></extra>"))
         fig.update_layout(title=f"L{self.meta['layer']}H{head} attention (rows {rows[0]}-{rows[-1]})",
-                          xaxis_title="source token", yaxis_title="destination token",
-                          yaxis={"autorange": "reversed"}, height=max(360, min(900, 14 * len(rows) + 140)))
+                          xaxis={"title": "source token", "nticks": TICKS}, height=max(360, min(900, 14 * len(rows) + 140)),
+                          yaxis={"title": "destination token", "autorange": "reversed", "nticks": TICKS})
         return fig
 
     def token_plot(self, dest: int):
@@ -64,8 +67,8 @@ class AttentionPattern(Result):
         for head, rows in part.groupby("head"):
             fig.add_trace(go.Bar(x=[_label(i, tokens) for i in rows["src"]], y=rows["weight"],
                                  name=f"L{self.meta['layer']}H{head}"))
-        fig.update_layout(title=f"attention from {_label(dest, tokens)}", barmode="group",
-                          yaxis_title="weight", xaxis_title="source token", height=360)
+        fig.update_layout(title=f"attention from {_label(dest, tokens)}", barmode="group", yaxis_title="weight",
+                          xaxis={"title": "source token", "nticks": TICKS}, height=360)
         return fig
 
 
