@@ -65,4 +65,15 @@ def read_choice(runs_root: Path, value: str) -> tuple[pd.DataFrame, str]:
     if frame.empty:
         raise HeadscopeError(f"run {run!r} has no rows with{describe(where)}")
     frame = frame.groupby(["layer", "head"], as_index=False)[column].mean().rename(columns={column: "score"})
-    return frame, f"{column}{describe(where)} from run {run}"
+    return frame, f"{column}{describe(where)} from run {run}{interval_note(runs_root / run)}"
+
+
+def interval_note(run_dir: Path) -> str:
+    """How the run's intervals were made, as its meta.json records it (empty when it records none)."""
+    try:
+        info = json.loads((run_dir / "meta.json").read_text()).get("interval")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    if not isinstance(info, dict) or "method" not in info:
+        return ""
+    return f" [intervals: {float(info.get('level', 0.95)):.0%} {info['method']}, n = {info.get('n')}]"

@@ -37,7 +37,8 @@ def runs(tmp_path_factory):
     rows = [{"layer": l, "head": h, "op": op, "mode": mode, "effect": arith_effect(l, h, op, mode)}
             for l in range(4) for h in range(4) for op in ("add", "mul") for mode in ("zero", "mean")]
     pd.DataFrame(rows).to_parquet(arith / "heads.parquet", index=False)
-    (arith / "meta.json").write_text(json.dumps({"kind": "arithmetic-heads", "model": "random:llama"}))
+    (arith / "meta.json").write_text(json.dumps({"kind": "arithmetic-heads", "model": "random:llama",
+                                                 "interval": {"method": "student-t", "level": 0.95, "n": 8}}))
     prompts = root.parent / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": p, "target": " mill"}) + "\n" for p in (PROMPT, "the old mill")))
     head_report([model], [prompts], root / "report", chunk_size=1, progress=False)
@@ -185,6 +186,7 @@ def test_heads_map_of_a_saved_run_per_operation_and_mode(page):
     page.open("?model=random:llama&tab=heads")
     page.choose("heads-score", "run arith: effect (op=mul, mode=mean)")
     page.wait(lambda: "op=mul, mode=mean" in page.figure("heads-map")[0]["title"], what="the mul / mean map")
+    assert "[intervals: 95% student-t, n = 8]" in page.figure("heads-map")[0]["title"]  # as the run's meta.json says
     z = page.d.execute_script("const gd = document.querySelector('#heads-map .js-plotly-plot');"
                               "return Array.from(gd._fullData[0].z, row => Array.from(row));")
     assert [[z[l][h] for h in range(4)] for l in range(4)] == [[arith_effect(l, h, "mul", "mean") for h in range(4)]

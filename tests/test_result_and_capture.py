@@ -25,6 +25,22 @@ def test_result_roundtrip_and_dispatch(tmp_path):
     assert loaded.frame.equals(frame) and loaded.meta["seed"] == 3 and "torch" in loaded.meta["versions"]
 
 
+def test_head_scores_and_json_export(tmp_path):
+    from headscope.circuits.head_scores import HeadScores
+
+    frame = pd.DataFrame({"layer": [0, 0, 1, 1], "head": [0, 1, 0, 1], "score": [0.5, -1.0, 2.0, 0.25]})
+    scores = HeadScores(frame, {"title": "effect", "model": "random:llama"})
+    scores.save(tmp_path / "s")
+    loaded = load_result(tmp_path / "s")  # the dashboard's saved head map is a result like any other
+    assert type(loaded) is HeadScores and loaded.meta["title"] == "effect"
+    pd.testing.assert_frame_equal(loaded.frame, frame)
+    fig = loaded.plot((1, 0))
+    assert fig.data[0].z.tolist() == [[0.5, -1.0], [2.0, 0.25]] and list(fig.data[1].x) == ["H0"]
+    exported = json.loads(loaded.to_json())
+    assert exported["meta"]["writer"].endswith("head_scores.HeadScores")
+    assert exported["tables"]["heads"] == frame.to_dict("records")
+
+
 def test_interrupted_save_keeps_the_old_result(tmp_path, monkeypatch):
     Result(pd.DataFrame({"score": [1.0]}), {"model": "old"}).save(tmp_path / "r")
 
