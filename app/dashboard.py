@@ -30,6 +30,7 @@ from .widgets import guarded
 VIEWS = (attention, lens, trace, heads, circuit, runs)
 CONTROLS = [control for view in VIEWS for control in view.CONTROLS]  # their values are view state, in the URL
 BY_ID = {control.id: control for control in CONTROLS}
+CHOOSERS = [control for control in CONTROLS if control.choices]  # dropdowns: their options come with a link
 PRECEDENCE = ("url", "prompt-run", "model-load", "model-spec", "tabs", "attn-grid", "heads-map", "circuit-graph",
               "attn-pattern", "token-click", "layer-select", "head-select", *BY_ID)
 
@@ -44,7 +45,7 @@ def create_app(session: ModelSession, runs_dir: str | Path, default_model: str =
     app = Dash(__name__, title="headscope", background_callback_manager=manager,
                suppress_callback_exceptions=True, assets_folder=str(Path(__file__).with_name("assets")))
     app.layout = _layout(default_model)
-    _register_core(app, session, default_model)
+    _register_core(app, session, default_model, runs_root)
 
     @app.server.route("/status")
     def status():  # the loaded model and loading state, for scripts and tests
@@ -85,12 +86,13 @@ def _layout(default_model: str) -> html.Div:
     ])
 
 
-def _register_core(app: Dash, session: ModelSession, default_model: str) -> None:
+def _register_core(app: Dash, session: ModelSession, default_model: str, runs_root: Path) -> None:
     @app.callback(
         Output("url", "search"), Output("view", "data"), Output("prompt", "value"), Output("tabs", "value"),
         Output("model-spec", "value"), Output("layer-select", "value"), Output("head-select", "value"),
         Output("autorun", "data"), Output("model-poll", "disabled", allow_duplicate=True),
         *[Output(c.id, "value") for c in CONTROLS],
+        *[Output(c.id, "options", allow_duplicate=True) for c in CHOOSERS],
         Input("url", "search"), Input("prompt-run", "n_clicks"), Input("tabs", "value"),
         Input("model-load", "n_clicks"), Input("model-spec", "value"), Input("attn-grid", "clickData"),
         Input("heads-map", "clickData"), Input("layer-select", "value"), Input("head-select", "value"),
@@ -106,8 +108,14 @@ def _register_core(app: Dash, session: ModelSession, default_model: str) -> None
         trigger = next((t for t in PRECEDENCE if t in fired), ctx.triggered_id if fired else None)
         before = view
         view = dict(view or state.default_view(default_model, CONTROLS))
+        choices = {}
         if trigger is None or trigger == "url":
             view = state.parse(search, view, CONTROLS)
+            # a dropdown's options come with the linked value: set before them, the value would be cleared
+            # (and a value from another callback, arriving while this one runs, can be lost by Dash)
+            for control in CHOOSERS:
+                choices[control.id] = control.choices(session, runs_root, view)
+                view[control.key] = state.among(choices[control.id], view[control.key])
         elif trigger == "prompt-run":
             view.update(prompt=prompt or "", dest=None)
         elif trigger == "tabs":
@@ -150,7 +158,9 @@ def _register_core(app: Dash, session: ModelSession, default_model: str) -> None
                 # a shared link to a computed view (a trace, live head scores, the circuit) computes it
                 {"tab": view["tab"], "search": search_now} if from_url else keep,
                 False if from_url or trigger in ("model-load", "model-spec") else keep,  # poll while it loads
-                *[view[c.key] if from_url else keep for c in CONTROLS])
+                *[view[c.key] if from_url else keep for c in CONTROLS],
+                *[(state.stand_ins(view[c.key]) if choices[c.id] is None else choices[c.id]) if from_url else keep
+                  for c in CHOOSERS])
 
     @app.callback(Output("model-store", "data"), Output("model-status", "children"),
                   Output("model-progress", "style"), Output("model-progress", "value"), Output("model-progress", "max"),

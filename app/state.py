@@ -11,7 +11,7 @@ wrong, e.g. a layer out of range for the model).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 from urllib.parse import parse_qs, urlencode
 
 TABS = ("attention", "lens", "trace", "heads", "circuit", "runs")
@@ -22,13 +22,16 @@ BASE = ("model", "prompt", "layer", "head", "tab", "dest")
 @dataclass(frozen=True)
 class Control:
     """One view control whose value is part of the view state: URL key ``key``, component ``id``'s
-    ``value``, its default, and the type of its value (``many``: a list of them, comma-separated in the URL)."""
+    ``value``, its default, and the type of its value (``many``: a list of them, comma-separated in the URL).
+    ``choices(session, runs_root, view)``, for a dropdown, gives its options for ``view`` (None while they
+    cannot be known)."""
 
     key: str
     id: str
     default: Any = None
     kind: type = str
     many: bool = False
+    choices: Callable[[Any, Any, dict], list | None] | None = None
 
     def read(self, text: str) -> Any:
         """The value a URL parameter holds (ValueError if it is not one)."""
@@ -47,6 +50,23 @@ class Control:
             return [self.kind(v) for v in value] if self.many else self.kind(value)
         except (TypeError, ValueError):
             return self.default
+
+
+def among(options: list | None, value: Any) -> Any:
+    """``value`` without the choices ``options`` lack (None for a single choice they lack); all of it
+    while the options are not known."""
+    if options is None:
+        return value
+    have = {o["value"] if isinstance(o, dict) else o for o in options}
+    if isinstance(value, list):
+        return [v for v in value if v in have]
+    return value if value in have else None
+
+
+def stand_ins(value: Any) -> list:
+    """Options holding just ``value``'s choices, for a dropdown whose real options are not known yet
+    (a Dash dropdown clears a value that is not among its options)."""
+    return [{"label": str(v), "value": v} for v in (value if isinstance(value, list) else [value]) if v is not None]
 
 
 def default_view(model: str, controls: Iterable[Control] = ()) -> dict:

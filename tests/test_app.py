@@ -310,6 +310,20 @@ def test_a_shared_link_restores_every_control(page):
     assert "op=mul, mode=zero" in shown["circuit-importance"] and shown["attn-compare"] == "H2"
 
 
+def test_a_link_to_choices_that_do_not_exist_drops_them(page):
+    # a deleted run and a head the model lacks: the real options replace the stand-ins and the link's
+    # other choices stay
+    from urllib.parse import quote
+
+    gone = quote(json.dumps({"run": "gone", "column": "effect", "where": {}}))
+    page.open(f"?model=random:llama&tab=circuit&compare=2,9&node_size={gone}&max_edges=7")
+    page.wait(lambda: page.find("circuit-max-edges").get_attribute("value") == "7", what="the linked view")
+    page.wait(lambda: "node_size" not in page.d.current_url, what=f"the missing run dropped: {page.d.current_url}")
+    page.tab("Attention")  # a tab's controls are in the page only while it is open
+    page.wait(lambda: "compare=2&" in page.d.current_url + "&", what=f"head 9 dropped: {page.d.current_url}")
+    assert "max_edges=7" in page.d.current_url and page.text("attn-compare") == "H2"
+
+
 def test_a_link_to_a_trace_computes_it(page):
     page.open("?model=random:llama&prompt=The+Eiffel+Tower+is+located+in+the+city+of&tab=trace&subject=Eiffel+Tower"
               "&samples=2")

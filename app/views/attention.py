@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import dash
-from dash import Input, Output, State, dcc, html
+from dash import Input, Output, dcc, html
 from dash.exceptions import PreventUpdate
 
 from ...probes.readouts.attention import attention_views
@@ -13,7 +12,15 @@ from ..state import Control
 from ..widgets import loading, guarded, needs_model
 
 TAB, LABEL = "attention", "Attention"
-COMPARE = Control("compare", "attn-compare", [], int, many=True)
+def head_choices(session, _runs_root, view: dict) -> list | None:
+    """The heads of the view's model, once it is the loaded one."""
+    model = session.model
+    if model is None or model.spec != view["model"]:
+        return None
+    return [{"label": f"H{h}", "value": h} for h in range(model.n_heads)]
+
+
+COMPARE = Control("compare", "attn-compare", [], int, many=True, choices=head_choices)
 CONTROLS = (COMPARE,)
 MAX_ROWS = 128  # destination rows computed and sent for the large pattern
 GRID = 12  # tile size of the every-head grid
@@ -41,16 +48,13 @@ def layout():
 def register(app, session, runs_root) -> None:
     exports.register(app, session, runs_root, TAB, "attn-pattern")
 
-    @app.callback(Output(COMPARE.id, "options"), Output(COMPARE.id, "value", allow_duplicate=True),
-                  Input("model-store", "data"), State("view", "data"), prevent_initial_call="initial_duplicate")
-    def compare_options(store, view):
-        """The model's heads as choices, with the view's (a value set before its options would be dropped)."""
-        info = (store or {}).get("info")
-        if not info:
-            return [], dash.no_update
-        heads = range(info["n_heads"])
-        return [{"label": f"H{h}", "value": h} for h in heads], [h for h in (view or {}).get(COMPARE.key) or []
-                                                                 if h in heads]
+    @app.callback(Output(COMPARE.id, "options"), Input("model-store", "data"))
+    def compare_options(store):
+        """The loaded model's heads as choices (the dropdown drops a chosen head the model lacks)."""
+        options = head_choices(session, runs_root, {"model": (store or {}).get("loaded")})
+        if options is None:
+            raise PreventUpdate
+        return options
 
     @app.callback(Output("attn-grid", "figure"), Output("attn-pattern", "figure"), Output("attn-token", "figure"),
                   Output(f"{TAB}-shown", "data"), Output("attn-error", "children"), Input("view", "data"),

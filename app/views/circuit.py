@@ -27,7 +27,8 @@ TAB, LABEL = "circuit", "Circuit"
 KIND_CHOICE = Control("kinds", "circuit-kinds", list(KINDS), str, many=True)
 MIN_Z = Control("min_z", "circuit-min-z", 10.0, float)
 MAX_EDGES = Control("max_edges", "circuit-max-edges", 80, int)
-NODE_SIZE = Control("node_size", "circuit-importance")
+NODE_SIZE = Control("node_size", "circuit-importance", choices=lambda _session, runs_root, _view:
+                    saved_scores.choices(runs_root))
 CONTROLS = (KIND_CHOICE, MIN_Z, MAX_EDGES, NODE_SIZE)
 COLORS = {"q": "#c0392b", "k": "#2c7fb8", "v": "#27ae60"}
 STYLE = [
@@ -66,11 +67,10 @@ def layout():
 def register(app, session, runs_root: Path) -> None:
     exports.register(app, session, runs_root, TAB, "circuit-figure")
 
-    @app.callback(Output(NODE_SIZE.id, "options"), Output(NODE_SIZE.id, "value", allow_duplicate=True),
-                  Input("tabs", "value"), State("view", "data"), prevent_initial_call="initial_duplicate")
-    def importance_options(_tab, view):
-        """Saved head scores, with the view's (a value set before its options would be dropped)."""
-        return saved_scores.choices(runs_root), (view or {}).get(NODE_SIZE.key)
+    @app.callback(Output(NODE_SIZE.id, "options"), Input("tabs", "value"))
+    def importance_options(_tab):
+        """Saved head scores, read again whenever a tab opens (a run may have been saved since)."""
+        return saved_scores.choices(runs_root)
 
     @app.callback(Output("circuit-done", "data"), Output("circuit-error", "children"),
                   Input("circuit-run", "n_clicks"), Input("autorun", "data"), State("view", "data"),

@@ -29,11 +29,20 @@ from ..state import Control
 from ..widgets import loading, guarded, job_controls, job_options, needs_model, target_input
 
 TAB, LABEL = "heads", "Heads"
-SCORE = Control("score", "heads-score", "induction")
-TARGET = Control("heads_target", "heads-target")
-CONTROLS = (SCORE, TARGET)
 LIVE = {"ablation": "ablation effect on this prompt (zero, log-prob)",
         "gradient": "gradient importance on this prompt (Michel et al.)"}
+
+
+def score_choices(_session, runs_root: Path, _view=None, live: dict | None = None) -> list:
+    """Detectors, the live scores (enabled once computed) and saved runs' scores."""
+    options = [{"label": f"detector: {name}", "value": name} for name in DETECTORS]
+    options += [{"label": label, "value": key, "disabled": not (live or {}).get(key)} for key, label in LIVE.items()]
+    return options + saved_scores.choices(runs_root)
+
+
+SCORE = Control("score", "heads-score", "induction", choices=score_choices)
+TARGET = Control("heads_target", "heads-target")
+CONTROLS = (SCORE, TARGET)
 
 
 def layout():
@@ -60,14 +69,10 @@ def layout():
 def register(app, session, runs_root: Path) -> None:
     exports.register(app, session, runs_root, TAB, "heads-map")
 
-    @app.callback(Output(SCORE.id, "options"), Output(SCORE.id, "value", allow_duplicate=True),
-                  Input("model-store", "data"), Input("heads-live", "data"), Input("tabs", "value"),
-                  State("view", "data"), prevent_initial_call="initial_duplicate")
-    def options(store, live, _tab, view):
-        """The scores on offer, with the view's (a value set before its options would be dropped)."""
-        opts = [{"label": f"detector: {name}", "value": name} for name in DETECTORS]
-        opts += [{"label": label, "value": key, "disabled": not (live or {}).get(key)} for key, label in LIVE.items()]
-        return opts + saved_scores.choices(runs_root), (view or {}).get(SCORE.key) or SCORE.default
+    @app.callback(Output(SCORE.id, "options"), Input("model-store", "data"), Input("heads-live", "data"),
+                  Input("tabs", "value"))
+    def options(_store, live, _tab):
+        return score_choices(session, runs_root, live=live)
 
     @app.callback(
         Output("heads-live", "data"), Output("heads-error", "children"),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from dash import Input, Output, State, dcc, html
+from dash import Input, Output, dcc, html
 from dash.exceptions import PreventUpdate
 from flask import abort, send_file
 
@@ -21,7 +21,20 @@ from ..state import Control
 from ..widgets import loading, error_box, guarded
 
 TAB, LABEL = "runs", "Runs"
-RUN = Control("run", "runs-list")
+def run_choices(_session, runs_root: Path, _view=None) -> list:
+    """The saved runs under ``runs_root``, labelled with their kind, model and date."""
+    options = []
+    for run in find_runs(runs_root):
+        try:
+            meta = json.loads((runs_root / run / "meta.json").read_text())
+            label = f"{run}  ({meta.get('kind', '?')}, {meta.get('model', '?')}, {meta.get('created', '')})"
+        except (OSError, ValueError):
+            label = f"{run}  (unreadable meta.json)"
+        options.append({"label": label, "value": run})
+    return options
+
+
+RUN = Control("run", "runs-list", choices=run_choices)
 CONTROLS = (RUN,)
 MAX_DEPTH = 3
 DOWNLOADABLE = (".parquet", ".html", ".json", ".png", ".safetensors")
@@ -72,24 +85,14 @@ def register(app, session, runs_root: Path) -> None:
             abort(404)
         return send_file(path, as_attachment=not name.endswith(".html"))
 
-    @app.callback(Output(RUN.id, "options"), Output(RUN.id, "value", allow_duplicate=True),
-                  Output("runs-root", "children"), Input("runs-refresh", "n_clicks"), Input("tabs", "value"),
-                  State("view", "data"), prevent_initial_call="initial_duplicate")
-    def listing(_clicks, tab, view):
-        """The saved runs, with the view's (a value set before its options would be dropped)."""
+    @app.callback(Output(RUN.id, "options"), Output("runs-root", "children"), Input("runs-refresh", "n_clicks"),
+                  Input("tabs", "value"))
+    def listing(_clicks, tab):
+        """The saved runs (the dropdown drops a chosen run that is not among them)."""
         if tab != TAB:
             raise PreventUpdate
-        runs = find_runs(runs_root)
-        options = []
-        for run in runs:
-            try:
-                meta = json.loads((runs_root / run / "meta.json").read_text())
-                label = f"{run}  ({meta.get('kind', '?')}, {meta.get('model', '?')}, {meta.get('created', '')})"
-            except (OSError, ValueError):
-                label = f"{run}  (unreadable meta.json)"
-            options.append({"label": label, "value": run})
-        chosen = (view or {}).get(RUN.key)
-        return options, chosen if chosen in runs else None, f"{len(runs)} runs in {runs_root}"
+        options = run_choices(session, runs_root)
+        return options, f"{len(options)} runs in {runs_root}"
 
     @app.callback(Output("runs-graph", "figure"), Output("runs-files", "children"), Output("runs-meta", "children"),
                   Output("runs-error", "children"), Input("view", "data"))

@@ -117,9 +117,9 @@ def logit_lens(
         notes += [note] if note else []
     names = [hooks.resid_pre(0)] + [hooks.resid_post(l) for l in range(model.n_layers)]
     batch = model.batch([tokens])
-    out = run(model, batch, record=names)
+    out = run(model, batch, record=names, logits=False)  # the last block's output is the final readout's input
     at = torch.tensor(positions, device=model.device)
-    final_logp = torch.log_softmax(out.logits[0, at].float(), -1)  # [P, V]
+    final_logp = torch.log_softmax(decode(model, out.cache[names[-1]][0, at]), -1)  # [P, V]: the model's logits
     targets = (torch.full((len(positions),), target_id) if target_id is not None
                else final_logp.argmax(-1).cpu())
     stream = torch.stack([out.cache[h][0, at] for h in names])  # [L + 1, P, d]
