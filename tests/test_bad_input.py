@@ -152,6 +152,8 @@ CASES = [
     ("trace-facts-missing-target", ["trace", *LLAMA, "--facts", "{in}/facts.jsonl", *OUT], 2, "facts.jsonl:2"),
     ("trace-facts-subject-not-in-prompt", ["trace", *LLAMA, "--facts", "{in}/facts_subject.jsonl", *OUT], 2, "'Berlin'"),
     ("trace-max-facts-zero", ["trace", *LLAMA, "--facts", "facts", "--max-facts", "0", *OUT], 2, "max_facts 0"),
+    ("trace-unknown-interval", ["trace", *LLAMA, "--facts", "facts", "--interval", "normal", *OUT], 2, "'normal'"),
+    ("arithmetic-level-out-of-range", ["arithmetic", *LLAMA, "--level", "1.5", *OUT], 2, "'1.5'"),
     ("patch-different-lengths", ["patch", *LLAMA, "--clean", "The cat sat", "--corrupted", "A dog", "--target", " on",
                                  *OUT], 2, "different token lengths"),
     ("patch-target-not-a-token", ["patch", *LLAMA, *SAME_LENGTH, "--target", "", *OUT], 2, "target ''"),

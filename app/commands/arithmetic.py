@@ -5,7 +5,7 @@ from __future__ import annotations
 from ...circuits.arithmetic.heads import MODES
 from ...circuits.arithmetic.prompts import OPS
 from .base import Command
-from .options import INTS, choice_list, emit, heads_or_count, load
+from .options import INTS, choice_list, emit, heads_or_count, interval_options, load
 
 
 def arguments(p) -> None:
@@ -23,6 +23,7 @@ def arguments(p) -> None:
     p.add_argument("--cna-heads", type=heads_or_count, default=1, help="a number k (each operation's top k heads) or "
                                                                       "heads 'layer-head,...' ablated for comparative "
                                                                       "neuron analysis")
+    interval_options(p, " of the head effects over the prompts")
 
 
 def run(args) -> None:
@@ -37,7 +38,8 @@ def run(args) -> None:
         result = arithmetic_heads(model, args.ops, digits=args.digits, template=args.template, n=args.n,
                                   seed=args.seed, modes=args.modes, ks=tuple(args.k), seeds=args.control_seeds,
                                   neuron_prompts=args.neuron_prompts, neuron_layers=args.neuron_layers,
-                                  cna_heads=args.cna_heads, batch_size=args.batch_size)
+                                  cna_heads=args.cna_heads, batch_size=args.batch_size, interval=args.interval,
+                                  level=args.level)
     except Unsolved as err:
         AccuracyTable(err.accuracy, {"model": model.spec, "unsolved": str(err)}).save(args.out, overwrite=args.overwrite)
         raise HeadscopeError(f"{err} (accuracy table -> {args.out}/accuracy.parquet)") from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ...circuits.causal.patching import KINDS as PATCH_KINDS, METHODS
 from ...circuits.causal.tracing import KINDS as TRACE_KINDS
 from .base import Command
-from .options import choice_list, emit, load, number_or_text
+from .options import choice_list, emit, interval_options, load, number_or_text
 
 
 def trace_arguments(p) -> None:
@@ -20,6 +20,7 @@ def trace_arguments(p) -> None:
     p.add_argument("--noise", type=number_or_text, default="3sd",
                    help="noise scale: a multiple of the embedding std (3sd) or a number")
     p.add_argument("--window", type=int, default=None, help="layers restored around each layer (default n_layers/5)")
+    interval_options(p, " over the facts (with --facts)")
 
 
 def trace(args) -> None:
@@ -31,7 +32,8 @@ def trace(args) -> None:
         from ...circuits.causal.fact_effects import average_indirect_effects, read_facts
 
         facts = read_facts(args.facts)
-        result = average_indirect_effects(load(args), facts, max_facts=args.max_facts, **options)
+        result = average_indirect_effects(load(args), facts, max_facts=args.max_facts, interval=args.interval,
+                                          level=args.level, **options)
         result.save(args.out, overwrite=args.overwrite)
         meta = result.meta
         emit(args, {"out": args.out, **{k: meta[k] for k in ("n_facts", "n_dropped", "n_facts_given", "interval")}},

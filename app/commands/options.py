@@ -7,6 +7,7 @@ metric or kind is declared once in the project and checked once, by argparse, be
 from __future__ import annotations
 
 import argparse
+import math
 
 MODEL_SPEC = "alias, random:<arch>, .gguf file, model dir or hub name"
 
@@ -23,6 +24,26 @@ def model_options(parser: argparse.ArgumentParser, several: bool = False) -> Non
     parser.add_argument("--dtype", default="float32", choices=list(DTYPES), help="weights and activations dtype")
     parser.add_argument("--seed", type=int, default=0, help="seed for random weights and stochastic analyses")
     parser.add_argument("--batch-size", type=int, default=None, help="rows per forward (default: what fits memory)")
+
+
+def level(text: str) -> float:
+    """A confidence level in (0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a confidence level between 0 and 1, like 0.95")
+    return value
+
+
+def interval_options(parser: argparse.ArgumentParser, over: str = "") -> None:
+    """``--interval --level``: the intervals on the means (``circuits.stats``), ``over`` what they are."""
+    from ...circuits.stats import METHODS
+
+    parser.add_argument("--interval", default="t", choices=METHODS,
+                        help=f"intervals{over}: t (Student-t on the mean) or bootstrap (seeded BCa, for skewed data)")
+    parser.add_argument("--level", type=level, default=0.95, help="confidence level of the intervals")
 
 
 def out_options(parser: argparse.ArgumentParser) -> None:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import math
 
 from ...circuits.retrieval.haystack import TEMPLATES
 from ...circuits.retrieval.masking import MODES as MASK_MODES
 from ...circuits.retrieval.scores import MODES
-from ...circuits.stats import METHODS as INTERVALS
 from .base import Command
-from .options import FLOATS, INTS, choice_list, emit, load
+from .options import FLOATS, INTS, choice_list, emit, interval_options, load
 
 
 def needle_tests(p, lengths: str = "256,512,1024,2048", depths: str = "0,0.25,0.5,0.75,1") -> None:
@@ -22,23 +20,6 @@ def needle_tests(p, lengths: str = "256,512,1024,2048", depths: str = "0,0.25,0.
     p.add_argument("--template", default="auto", choices=TEMPLATES,
                    help="chat (the model's chat template), plain, or auto (chat when the model has one)")
     p.add_argument("--max-new-tokens", type=int, default=50, help="greedy tokens generated per test")
-
-
-def level(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a confidence level between 0 and 1, like 0.95")
-    return value
-
-
-def interval_options(p) -> None:
-    """``--interval --level``: the intervals on the means (``circuits.stats``)."""
-    p.add_argument("--interval", default="t", choices=INTERVALS,
-                   help="t (Student-t on the mean) or bootstrap (seeded BCa, for skewed distributions)")
-    p.add_argument("--level", type=level, default=0.95, help="confidence level of the intervals")
 
 
 def finite(value):
