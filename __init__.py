@@ -37,7 +37,7 @@ _API = {
     "headscope.circuits.retrieval.scores": ["agreement"],
     "headscope.circuits.arithmetic": ["arithmetic_heads", "arithmetic_prompts", "neuron_attribution"],
     "headscope.circuits.composition": ["composition", "circuit_graph", "channel_test", "laundry_task"],
-    "headscope.circuits.edges": ["EdgeGraph"],
+    "headscope.circuits.edges": ["EdgeGraph", "EdgeScores", "edge_attribution", "exact_edge_effects"],
     "headscope.circuits.stats": ["mean_interval", "spearman"],
     "headscope.circuits.prompt_sets": ["read_prompt_set"],
     "headscope.data": ["DATA_DIR"],

@@ -102,5 +102,5 @@ def encode(model: Model, prompts: PromptSet, *, foil: bool = False, corrupted: b
         for i, (a, b) in enumerate(zip(tokens, corr)):
             if len(a) != len(b):
                 raise HeadscopeError(f"{prompts.where(i)}: corrupted prompt has {len(b)} tokens, the prompt {len(a)}; "
-                                     "resample ablation needs the same token length")
+                                     "a corrupted prompt needs the prompt's token length")
     return Encoded(tokens, targets, foils, corr, notes)

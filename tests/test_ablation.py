@@ -263,7 +263,7 @@ def write(path, lines):
     (['{"prompt": "a b", "target": " c"}', '{"prompt": "a b"}'], {}, ":2: field 'target'"),
     (['{"prompt": "a b", "target": " c"}'], {"metric": "logit_diff"}, ":1: field 'foil' missing"),
     (['{"prompt": "a b", "target": " c"}'], {"mode": "resample"}, ":1: field 'corrupted' missing"),
-    (['{"prompt": "a b", "target": " c", "corrupted": "a b c d e f g"}'], {"mode": "resample"}, "same token length"),
+    (['{"prompt": "a b", "target": " c", "corrupted": "a b c d e f g"}'], {"mode": "resample"}, "the prompt.s token length"),
     (['{"prompt": "a b", "target": " c"}'], {"metric": "accuracy"}, "unknown metric 'accuracy'"),
     (['{"prompt": "a b", "target": " c"}'], {"mode": "noise"}, "unknown ablation mode 'noise'"),
     (['{"prompt": "a b", "target": " c"}'], {"positions": "first"}, "unknown positions 'first'"),

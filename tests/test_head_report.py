@@ -122,7 +122,7 @@ def test_head_report_bad_input_leaves_nothing(tiny_llama, tmp_path):
     with pytest.raises(HeadscopeError, match="unknown positions 'first'"):
         head_report([tiny_llama], [good], tmp_path / "out", positions="first", progress=False)
     corrupted = prompt_file(tmp_path / "c.jsonl", [{"prompt": "a b c", "target": " d", "corrupted": "a b c d e f"}])
-    with pytest.raises(HeadscopeError, match="same token length"):  # found once the model is loaded
+    with pytest.raises(HeadscopeError, match="the prompt.s token length"):  # found once the model is loaded
         head_report([tiny_llama], [corrupted], tmp_path / "out", mode="resample", progress=False)
     assert not (tmp_path / "out").exists() and not (tmp_path / ".out.partial").exists()
 

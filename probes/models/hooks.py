@@ -39,6 +39,14 @@ def z(layer: int) -> str:
     return block(layer, "attn.hook_z")
 
 
+def q(layer: int) -> str:
+    return block(layer, "attn.hook_q")
+
+
+def k(layer: int) -> str:
+    return block(layer, "attn.hook_k")
+
+
 def v(layer: int) -> str:
     return block(layer, "attn.hook_v")
 
@@ -56,6 +64,11 @@ def attn_hook_out(layer: int) -> str:
 def mlp_post(layer: int) -> str:
     """The MLP's hidden activations (its neurons)."""
     return block(layer, "mlp.hook_post")
+
+
+def mlp_in(layer: int) -> str:
+    """The MLP module's input (after the block's second norm)."""
+    return block(layer, "mlp.hook_in")
 
 
 def mlp_hook_out(layer: int) -> str:
