@@ -93,6 +93,7 @@ def _register_core(app: Dash, session: ModelSession, default_model: str, runs_ro
         Output("autorun", "data"), Output("model-poll", "disabled", allow_duplicate=True),
         *[Output(c.id, "value") for c in CONTROLS],
         *[Output(c.id, "options", allow_duplicate=True) for c in CHOOSERS],
+        Output("layer-select", "options", allow_duplicate=True), Output("head-select", "options", allow_duplicate=True),
         Input("url", "search"), Input("prompt-run", "n_clicks"), Input("tabs", "value"),
         Input("model-load", "n_clicks"), Input("model-spec", "value"), Input("attn-grid", "clickData"),
         Input("heads-map", "clickData"), Input("layer-select", "value"), Input("head-select", "value"),
@@ -108,8 +109,12 @@ def _register_core(app: Dash, session: ModelSession, default_model: str, runs_ro
         trigger = next((t for t in PRECEDENCE if t in fired), ctx.triggered_id if fired else None)
         before = view
         view = dict(view or state.default_view(default_model, CONTROLS))
+        # Dash can drop the page's first answer when another input fires before it arrives: whichever
+        # answer comes first reads the URL
+        from_url = trigger in (None, "url") or not view.get("linked")
+        view["linked"] = True
         choices = {}
-        if trigger is None or trigger == "url":
+        if from_url:
             view = state.parse(search, view, CONTROLS)
             # a dropdown's options come with the linked value: set before them, the value would be cleared
             # (and a value from another callback, arriving while this one runs, can be lost by Dash)
@@ -146,8 +151,9 @@ def _register_core(app: Dash, session: ModelSession, default_model: str, runs_ro
             view[control.key] = control.clean(values[CONTROLS.index(control)])
         session.load(view["model"])
         # controls take the view's values only when the view came from elsewhere (the URL, a click on a
-        # figure): echoing a control's own value back would undo what the user is typing
-        from_url = trigger in (None, "url")
+        # figure): echoing a control's own value back would undo what the user is typing. Only this
+        # callback writes them: a dropdown's options callback writes its options alone (had it written the
+        # value too, from a view read before this answer, it would undo a link).
         picked = from_url or trigger in ("attn-grid", "heads-map", "circuit-graph")
         keep = dash.no_update
         search_now = state.encode(view, CONTROLS)
@@ -160,7 +166,10 @@ def _register_core(app: Dash, session: ModelSession, default_model: str, runs_ro
                 False if from_url or trigger in ("model-load", "model-spec") else keep,  # poll while it loads
                 *[view[c.key] if from_url else keep for c in CONTROLS],
                 *[(state.stand_ins(view[c.key]) if choices[c.id] is None else choices[c.id]) if from_url else keep
-                  for c in CHOOSERS])
+                  for c in CHOOSERS],
+                *((structure_choices(session, view["model"]) or (state.stand_ins(view["layer"]),
+                                                                  state.stand_ins(view["head"])))
+                  if from_url else (keep, keep)))
 
     @app.callback(Output("model-store", "data"), Output("model-status", "children"),
                   Output("model-progress", "style"), Output("model-progress", "value"), Output("model-progress", "max"),
@@ -189,19 +198,13 @@ def _register_core(app: Dash, session: ModelSession, default_model: str, runs_ro
         # polling stops once nothing is loading (a forward would share the CPU with it); a load restarts it
         return store, text, bar, str(done), str(max(total, 1)), not loading and summary == known
 
-    @app.callback(Output("layer-select", "options"), Output("head-select", "options"),
-                  Output("layer-select", "value", allow_duplicate=True), Output("head-select", "value",
-                  allow_duplicate=True), Input("model-store", "data"), State("view", "data"),
-                  prevent_initial_call="initial_duplicate")
-    def structure(store, view):
-        """The model's layers and heads as choices, with the view's selection (a choice set before its
-        options arrive would be dropped)."""
-        info = (store or {}).get("info")
-        if not info:
-            return [], [], dash.no_update, dash.no_update
-        return ([{"label": f"L{l}", "value": l} for l in range(info["n_layers"])],
-                [{"label": f"H{h}", "value": h} for h in range(info["n_heads"])],
-                (view or {}).get("layer", 0), (view or {}).get("head", 0))
+    @app.callback(Output("layer-select", "options"), Output("head-select", "options"), Input("model-store", "data"))
+    def structure(store):
+        """The loaded model's layers and heads as choices (their values come with the view, from ``sync``)."""
+        options = structure_choices(session, (store or {}).get("loaded"))
+        if options is None:
+            raise PreventUpdate
+        return options
 
     @app.callback(Output("tokens", "children"), Output("tokens-drawn", "data"), Output("prompt-error", "children"),
                   Input("view", "data"), Input("model-store", "data"), State("tokens-drawn", "data"))
@@ -222,6 +225,15 @@ def _register_core(app: Dash, session: ModelSession, default_model: str, runs_ro
 
     app.clientside_callback("function (view) { return window.headscopeTokens.mark(view && view.dest); }",
                             Output("tokens", "title"), Input("view", "data"))
+
+
+def structure_choices(session: ModelSession, spec: str | None) -> tuple[list, list] | None:
+    """The layers and heads of model ``spec`` as dropdown options, once it is the loaded one."""
+    model = session.model
+    if model is None or model.spec != spec:
+        return None
+    return ([{"label": f"L{l}", "value": l} for l in range(model.n_layers)],
+            [{"label": f"H{h}", "value": h} for h in range(model.n_heads)])
 
 
 def serve(spec: str = "default", runs_dir: str = "runs", host: str = "127.0.0.1", port: int = 8050,
