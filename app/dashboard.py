@@ -134,7 +134,7 @@ def _register_core(app: Dash, session: ModelSession, default_model: str, runs_ro
             point = ((grid_click if trigger == "attn-grid" else map_click) or {}).get("points", [{}])[0]
             if "x" in point and "y" in point:
                 view.update(layer=int(float(point["y"])), head=int(float(str(point["x"]).lstrip("H"))))
-        elif trigger == "circuit-graph" and node:
+        elif trigger == "circuit-graph" and node and node.get("head") is not None:  # not input, MLPs, logits
             view.update(layer=int(node["layer"]), head=int(node["head"]))
         elif trigger == "layer-select" and layer is not None:
             view["layer"] = int(layer)

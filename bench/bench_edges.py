@@ -4,7 +4,9 @@
    issue's goal: at most 3x);
 2. EAP-IG with ``--steps`` m vs EAP (about m);
 3. exact edge patching of the top ``--edges`` edges, batched, vs one forward per edge (the same
-   values, checked), on ``--loop`` of them and scaled to all.
+   values, checked), on ``--loop`` of them and scaled to all;
+4. the faithfulness curve's circuits (MIB's 10 sizes, top edges by EAP, pruned), evaluated as rows of
+   batched forwards vs one forward per (circuit, prompt) (the same values, checked).
 
 CPU:  python bench/bench_edges.py --model default
 GPU:  python bench/bench_edges.py --model random:llama-1b --device cuda --dtype bfloat16
@@ -19,7 +21,8 @@ import time
 import numpy as np
 import torch
 
-from headscope.circuits.edges import edge_attribution, exact_edge_effects
+from headscope.circuits.edges import EdgeGraph, circuit_metrics, edge_attribution, exact_edge_effects, prune, top_edges
+from headscope.circuits.edges.faithfulness import FRACTIONS
 from headscope.circuits.metrics import target_metric
 from headscope.circuits.prompt_sets import read_prompt_set
 from headscope.probes import load_model, run
@@ -48,7 +51,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     model = load_model(args.model, device=args.device, dtype=args.dtype)
-    prompts = read_prompt_set("ioi").records[:args.prompts]
+    # the IOI prompts whose corruption has their token length under this model's tokenizer (all of them
+    # for the default model; a random model's small tokenizer keeps 6), repeated up to --prompts
+    same = [r for r in read_prompt_set("ioi").records
+            if len(model.tokenize(r["prompt"])) == len(model.tokenize(r["corrupted"]))]
+    prompts = (same * args.prompts)[:args.prompts]
     if model.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     batch = model.batch([r["prompt"] for r in prompts])
@@ -64,8 +71,8 @@ def main() -> None:
     t_bare, _ = timed(bare, args.repeats, model)
     t_eap, eap = timed(lambda: edge_attribution(model, prompts), args.repeats, model)
     peak = torch.cuda.max_memory_allocated() / 2**30 if model.device.type == "cuda" else None
-    t_ig, _ = timed(lambda: edge_attribution(model, prompts, method="eap-ig", steps=args.steps), 1, model)
-    print(f"{model.spec} on {model.device.type}, {len(prompts)} IOI prompts, {eap.meta['graph']}")
+    t_ig, ig = timed(lambda: edge_attribution(model, prompts, method="eap-ig", steps=args.steps), 1, model)
+    print(f"{model.spec} on {model.device.type}, {len(prompts)} IOI prompts ({len(same)} distinct), {eap.meta['graph']}")
     print(f"EAP over every edge / bare forward + backward: {t_eap / t_bare:.2f} ({t_eap:.2f} s vs {t_bare:.3f} s)"
           + (f"; peak GPU memory {peak:.2f} GiB" if peak is not None else ""))
     print(f"EAP-IG ({args.steps} steps) / EAP: {t_ig / t_eap:.2f}")
@@ -82,6 +89,21 @@ def main() -> None:
           f"{len(few)} edges), same values: {same}")
     rank = exact[["exact_effect"]].assign(eap=top["effect"].to_numpy()).corr(method="spearman").iloc[0, 1]
     print(f"Spearman correlation of EAP and exact effects over those edges: {rank:.2f}")
+    # how close each estimate comes to the exact effects of the same edges
+    truth = exact["exact_effect"].to_numpy()
+    ig_top = ig.frame.set_index(["upstream", "downstream"]).loc[list(zip(top["upstream"], top["downstream"])), "effect"]
+    for name, values in (("EAP", top["effect"].to_numpy()), (f"EAP-IG ({args.steps} steps)", ig_top.to_numpy())):
+        error = np.abs(values - truth).sum() / np.abs(truth).sum()
+        rho = np.corrcoef(np.argsort(np.argsort(values)), np.argsort(np.argsort(truth)))[0, 1]
+        print(f"{name} vs exact over those edges: relative L1 error {error:.3f}, Spearman {rho:.3f}")
+    graph = EdgeGraph.of(model)
+    effect = eap.frame["effect"].to_numpy()
+    masks = np.stack([prune(graph, top_edges(graph, effect, max(1, round(f * graph.n_edges)))) for f in FRACTIONS])
+    t_batched, batched = timed(lambda: circuit_metrics(model, prompts, masks), 1, model)
+    t_plain, plain = timed(lambda: circuit_metrics(model, prompts, masks, batch_size=1), 1, model)
+    print(f"faithfulness curve ({len(masks)} circuits x {len(prompts)} prompts), batched / one forward per row: "
+          f"{t_plain / t_batched:.1f}x ({t_batched:.2f} s vs {t_plain:.2f} s), same values: "
+          f"{np.allclose(batched, plain, rtol=1e-3, atol=1e-5)}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Next-token metrics shared by the interventions: probability, log-probability, logit difference.
 
 All take the logits of the position being predicted (``[rows, vocab]``) and return one value per row.
+The probability difference of answer sets (``prob_diff``) is read by the edge analyses only.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import torch
 from ..probes import HeadscopeError
 
 METRICS = ("prob", "logprob", "logit_diff")
+SET_METRICS = METRICS + ("prob_diff",)  # the analyses that read answer sets (circuits.edges)
 
 
 def check_metric(metric: str, foil: str | None) -> None:
@@ -21,10 +23,15 @@ def check_metric(metric: str, foil: str | None) -> None:
 
 def target_metric(logits: torch.Tensor, metric: str, target_id, foil_id=None) -> torch.Tensor:
     """The metric of the target in ``logits`` ``[..., vocab]``, computed in float32: one value per
-    leading index. Token ids are ints or tensors broadcasting against the leading dimensions."""
+    leading index. Token ids are ints or tensors broadcasting against the leading dimensions;
+    ``prob_diff`` (probability of the targets minus that of the foils) takes answer sets as masks
+    ``[..., vocab]`` (``answer_masks``)."""
     logits = logits.float()
     if metric == "logit_diff":
         return pick(logits, target_id) - pick(logits, foil_id)
+    if metric == "prob_diff":
+        probs = torch.softmax(logits, dim=-1)
+        return (probs * target_id).sum(-1) - (probs * foil_id).sum(-1)
     logprobs = pick(torch.log_softmax(logits, dim=-1), target_id)
     return logprobs.exp() if metric == "prob" else logprobs
 
@@ -35,3 +42,21 @@ def pick(values: torch.Tensor, ids) -> torch.Tensor:
         return values[..., ids]
     ids = torch.as_tensor(ids, device=values.device).expand(values.shape[:-1])
     return values.gather(-1, ids[..., None])[..., 0]
+
+
+def answer_masks(sets: list[list[int]], vocab: int, device) -> torch.Tensor:
+    """``[rows, vocab]``: 1 at each row's answer tokens (each counted once)."""
+    mask = torch.zeros(len(sets), vocab, device=device)
+    for row, ids in enumerate(sets):
+        mask[row, list(set(ids))] = 1.0
+    return mask
+
+
+def answers(encoded, rows, metric: str, vocab: int, device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The target and foil of ``rows`` (indices into an ``Encoded`` set) as ``target_metric`` takes them
+    for ``metric``: token ids, or answer masks for ``prob_diff``."""
+    if metric == "prob_diff":
+        return (answer_masks([encoded.target_sets[i] for i in rows], vocab, device),
+                answer_masks([encoded.foil_sets[i] for i in rows], vocab, device))
+    foil = None if encoded.foil_ids is None else torch.tensor([encoded.foil_ids[i] for i in rows], device=device)
+    return torch.tensor([encoded.target_ids[i] for i in rows], device=device), foil

@@ -1,7 +1,9 @@
 """Prompt sets for head analyses: JSONL records ``prompt``, ``target``, optional ``foil``, ``corrupted``.
 
 ``foil`` is the competing answer of a logit difference; ``corrupted`` is a prompt of the same token
-length whose activations a resample ablation takes. Every line is validated before any model work,
+length whose activations a resample ablation takes. ``targets`` / ``foils`` (lists of answers) are
+the answer sets of a probability difference (``prob_diff``: the greater-than task's later and earlier
+years); without them the sets are ``[target]`` and ``[foil]``. Every line is validated before any model work,
 and an error names the file and line.
 """
 
@@ -13,6 +15,8 @@ from pathlib import Path
 from ..probes import HeadscopeError, Model, Tokens, read_records
 from ..probes.text.prompts import data_file, read_text_file
 
+
+ANSWER_SETS = ("targets", "foils")
 
 
 @dataclass
@@ -47,6 +51,10 @@ def read_prompt_set(path: str | Path) -> PromptSet:
         for key in ("foil", "corrupted"):
             if key in record and (not isinstance(record[key], str) or not record[key].strip()):
                 raise HeadscopeError(f"{path}:{line}: field {key!r} must be a non-empty string")
+        for key in ANSWER_SETS:
+            value = record.get(key, ["-"])
+            if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+                raise HeadscopeError(f"{path}:{line}: field {key!r} must be a non-empty list of answer strings")
     return PromptSet(records, Path(path).stem, str(path), lines)
 
 
@@ -77,10 +85,19 @@ class Encoded:
     foil_ids: list[int] | None
     corrupted: list[Tokens] | None
     notes: list[str]
+    target_sets: list[list[int]] | None = None  # with ``sets``: each record's answer sets
+    foil_sets: list[list[int]] | None = None
 
 
-def encode(model: Model, prompts: PromptSet, *, foil: bool = False, corrupted: bool = False) -> Encoded:
-    """Tokenize ``prompts``; ``foil`` / ``corrupted``: those fields are required and checked."""
+def encode(model: Model, prompts: PromptSet, *, foil: bool = False, corrupted: bool = False,
+           sets: bool = False) -> Encoded:
+    """Tokenize ``prompts``; ``foil`` / ``corrupted``: those fields are required and checked; ``sets``:
+    the answer sets too (``targets`` / ``foils``, or the target and foil alone)."""
+    if sets:
+        for i, record in enumerate(prompts.records):
+            if "foils" not in record and not isinstance(record.get("foil"), str):
+                raise HeadscopeError(f"{prompts.where(i)}: field 'foils' (or 'foil') missing; a probability "
+                                     "difference needs the answers to compare against")
     if foil:
         prompts.require("foil", "the logit difference")
     if corrupted:
@@ -103,4 +120,9 @@ def encode(model: Model, prompts: PromptSet, *, foil: bool = False, corrupted: b
             if len(a) != len(b):
                 raise HeadscopeError(f"{prompts.where(i)}: corrupted prompt has {len(b)} tokens, the prompt {len(a)}; "
                                      "a corrupted prompt needs the prompt's token length")
-    return Encoded(tokens, targets, foils, corr, notes)
+    encoded = Encoded(tokens, targets, foils, corr, notes)
+    if sets:
+        encoded.target_sets, encoded.foil_sets = (
+            [[token(text, role, i) for text in r.get(key, [r.get(role)])] for i, r in enumerate(prompts.records)]
+            for key, role in (("targets", "target"), ("foils", "foil")))
+    return encoded

@@ -12,10 +12,12 @@ import pandas as pd
 import pytest
 
 from headscope import head_report
-from headscope.probes import load_model
+from headscope.circuits.edges import find_circuit
+from headscope.probes import load_model, load_result
 from headscope.probes.readouts.lens import logit_lens
 
 from browser import Page, app_server, chrome, status
+from test_ablation import records
 
 PROMPT = "the river runs past the old mill and the river runs on"
 
@@ -42,6 +44,7 @@ def runs(tmp_path_factory):
     prompts = root.parent / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": p, "target": " mill"}) + "\n" for p in (PROMPT, "the old mill")))
     head_report([model], [prompts], root / "report", chunk_size=1, progress=False)
+    find_circuit(model, records(model), edges=30, seeds=2).save(root / "circuit")
     return root
 
 
@@ -129,18 +132,10 @@ def test_causal_trace_and_heads(page):
     page.shot("heads")
 
 
-def test_circuit_graph_selects_heads(page):
+def click_a_head(page) -> None:
+    """Click a head of the circuit graph (not L0H0, the selected one) and wait for it in the URL."""
     from selenium.webdriver.common.action_chains import ActionChains
 
-    page.open("?model=random:llama&layer=0&head=0")
-    page.tab("Circuit")
-    page.wait(lambda: "press 'Compute composition'" in page.text("circuit-summary"), what="the circuit prompt")
-    page.type("circuit-min-z", "0", submit=True)
-    page.wait(lambda: "min_z=0" in page.d.current_url, what="the threshold in the URL")
-    page.click("circuit-run")
-    summary = page.wait(lambda: "edges between" in page.text("circuit-summary") and page.text("circuit-summary"),
-                        what="the composition graph")
-    assert summary.startswith("80 edges")  # the max-edges default; every pair of a random model passes z >= 0
     positions = ("const cy = document.getElementById('circuit-graph')._cyreg.cy;"
                  "return cy.nodes().map(n => [n.id(), n.renderedPosition('x'), n.renderedPosition('y')]);")
 
@@ -150,18 +145,31 @@ def test_circuit_graph_selects_heads(page):
         return first if first and first == page.d.execute_script(positions) else None
 
     box = page.find("circuit-graph")
-    for attempt in range(3):
-        name, x, y = next(n for n in page.wait(settled, what="nodes drawn") if n[0] != "L0H0")
+    for attempt in range(3):  # a redraw (the composition a link to the tab computes) can swallow a click
+        name, x, y = next(n for n in page.wait(settled, what="nodes drawn") if n[0].startswith("L") and n[0] != "L0H0")
         ActionChains(page.d).move_to_element_with_offset(box, x - box.size["width"] / 2,
                                                          y - box.size["height"] / 2).click().perform()
         layer, head = name[1:].split("H")
         try:
             page.wait(lambda: f"layer={layer}&head={head}" in page.d.current_url, timeout=10,
                       what=f"{name} selected in the URL")
-            break
+            return
         except AssertionError:
             if attempt == 2:
                 raise
+
+
+def test_circuit_graph_selects_heads(page):
+    page.open("?model=random:llama&layer=0&head=0")
+    page.tab("Circuit")
+    page.wait(lambda: "press 'Compute composition'" in page.text("circuit-summary"), what="the circuit prompt")
+    page.type("circuit-min-z", "0", submit=True)
+    page.wait(lambda: "min_z=0" in page.d.current_url, what="the threshold in the URL")
+    page.click("circuit-run")
+    summary = page.wait(lambda: "edges between" in page.text("circuit-summary") and page.text("circuit-summary"),
+                        what="the composition graph")
+    assert summary.startswith("80 edges")  # the max-edges default; every pair of a random model passes z >= 0
+    click_a_head(page)
     # nodes sized by a saved run's score, one operation and mode of it
     page.choose("circuit-importance", "run arith: effect (op=add, mode=zero)")
     sizes = ("const cy = document.getElementById('circuit-graph')._cyreg.cy;"
@@ -182,6 +190,43 @@ def test_circuit_graph_selects_heads(page):
     assert all(v == arith_effect(l, h, "add", "zero") for l, h, v in nodes)
 
 
+def test_a_saved_circuit_is_drawn_from_its_table(page, runs):
+    """A circuit from data: the drawn edges are the saved table's top edges by |effect| on paths from the
+    input to the logits, coloured by sign; layers run upward from the input to the logits; the summary
+    reads the curve's faithfulness at that size; a head clicked is selected; the composition overlay
+    states its overlap."""
+    saved = load_result(runs / "circuit")
+    page.open("?model=random:llama&tab=circuit&source=data&circuit_run=circuit&shown=25")
+    drawn = ("const cy = document.getElementById('circuit-graph')._cyreg.cy;"
+             "return [cy.edges().map(e => [e.data('source'), e.data('reader'), e.data('effect'), e.data('color'),"
+             " e.hasClass('overlay')]), cy.nodes().map(n => [n.id(), n.position('y')]), cy.zoom()];")
+    def settled():  # the graph fits the viewport after its elements arrive: wait until nodes stop moving
+        first = page.d.execute_script(drawn)
+        time.sleep(0.5)
+        return first if first[0] and first == page.d.execute_script(drawn) else None
+
+    edges, nodes, zoom = page.wait(settled, what="the circuit drawn")
+    want = saved.shown(25)
+    assert sorted((s, r) for s, r, *_ in edges) == sorted(zip(want["upstream"], want["downstream"]))
+    effect = dict(zip(want["upstream"] + want["downstream"], want["effect"]))
+    assert all(e == pytest.approx(effect[s + r]) and c == ("#c0392b" if e > 0 else "#2c7fb8")
+               for s, r, e, c, _ in edges)
+    y = {name: value for name, value, *_ in nodes}
+    assert y["logits"] < min(v for n, v in y.items() if n != "logits")  # the logits on top, the input below all
+    assert "input" not in y or y["input"] == max(y.values())
+    assert 14 * zoom >= 10, zoom  # node labels (14 px) stay legible at the default zoom
+    summary = page.text("circuit-summary")
+    assert f"faithfulness at 25 edges {saved.faithfulness_at(25):.2f}" in summary and f"of {saved.meta['n_edges']}" \
+        in summary
+    click_a_head(page)
+    page.shot("circuit-data")
+    # fewer edges from a link that lays the composition graph over them (a link to the tab computes it)
+    page.open("?model=random:llama&tab=circuit&source=data&circuit_run=circuit&shown=15&overlay=composition&min_z=0")
+    page.wait(lambda: "Composition overlay (dashed): 80 edges" in page.text("circuit-summary"), what="the overlay")
+    edges, *_ = page.wait(settled, what="the circuit with its overlay")
+    assert 0 < len([e for e in edges if not e[4]]) == len(saved.shown(15)) and len([e for e in edges if e[4]]) == 80
+
+
 def test_heads_map_of_a_saved_run_per_operation_and_mode(page):
     page.open("?model=random:llama&tab=heads")
     page.choose("heads-score", "run arith: effect (op=mul, mode=mean)")
@@ -195,7 +240,7 @@ def test_heads_map_of_a_saved_run_per_operation_and_mode(page):
 
 def test_saved_runs(page, runs):
     page.open("?model=random:llama&tab=runs")
-    page.wait(lambda: "4 runs" in page.text("runs-root"), what="the runs listed")
+    page.wait(lambda: "5 runs" in page.text("runs-root"), what="the runs listed")
     page.choose("runs-list", "lenses/river")
     figure = page.wait(lambda: page.figure("runs-graph"), what="the saved lens drawn")
     assert figure[0]["type"] == "heatmap"
@@ -214,7 +259,7 @@ def test_saved_runs(page, runs):
     # a run deleted after the listing was drawn
     shutil.copytree(runs / "lenses" / "river", runs / "gone")
     page.click("runs-refresh")
-    page.wait(lambda: "5 runs" in page.text("runs-root"), what="the new run listed")
+    page.wait(lambda: "6 runs" in page.text("runs-root"), what="the new run listed")
     shutil.rmtree(runs / "gone")
     page.choose("runs-list", "gone")
     page.wait(lambda: any("'gone' is not under the runs directory" in e for e in page.errors()),
@@ -252,8 +297,8 @@ CONTROLS = {"Attention": {"attn-compare": "text"}, "Lens": {"lens-target": "box"
                                                              "lens-color": "checked"},
             "Causal trace": {"trace-subject": "box", "trace-target": "box", "trace-samples": "box"},
             "Heads": {"heads-target": "box", "heads-score": "text"},
-            "Circuit": {"circuit-kinds": "checked", "circuit-min-z": "box", "circuit-max-edges": "box",
-                        "circuit-importance": "text"}}
+            "Circuit": {"circuit-source": "checked", "circuit-overlay": "checked", "circuit-kinds": "checked",
+                        "circuit-min-z": "box", "circuit-max-edges": "box", "circuit-importance": "text"}}
 
 
 def control_values(page) -> dict:

@@ -50,6 +50,12 @@ def make_inputs(d: Path) -> Path:
         "far_heads.json": '{"9-1": [0.5], "1-2": [0.25]}\n',
         "text.jsonl": '{"words": "no text field"}\n',
         "lens.safetensors": "not a safetensors file",
+        "circuit.jsonl": '{"prompt": "The cat sat on the", "target": " mat", "foil": " rug", '
+                         '"corrupted": "The dog sat on the"}\n',
+        "circuit_longer.jsonl": '{"prompt": "The cat sat on the", "target": " mat", "foil": " rug", '
+                                '"corrupted": "The big brown dog sat on the"}\n',
+        "circuit_no_foil.jsonl": '{"prompt": "The cat sat on the", "target": " mat", '
+                                 '"corrupted": "The dog sat on the"}\n',
     }
     for name, text in files.items():
         (d / name).write_text(text)
@@ -175,6 +181,21 @@ CASES = [
     ("laundry-bad-scales", ["laundry", *LLAMA, "--writer", "0-1", "--components", "0", "--scales", "1,half", *OUT], 2,
      "'1,half'"),
     ("laundry-writer-without-components", ["laundry", *LLAMA, "--writer", "0-1", *OUT], 2, "components"),
+    # --- circuit -----------------------------------------------------------------------------------------------
+    ("circuit-corrupted-other-length", ["circuit", *LLAMA, "--prompts", "{in}/circuit_longer.jsonl", *OUT], 2,
+     "circuit_longer.jsonl:1: corrupted prompt has"),
+    ("circuit-logit-diff-without-foil", ["circuit", *LLAMA, "--prompts", "{in}/circuit_no_foil.jsonl", "--metric",
+                                         "logit_diff", *OUT], 2, "'foil'"),
+    ("circuit-edges-beyond-the-graph", ["circuit", *LLAMA, "--prompts", "{in}/circuit.jsonl", "--edges", "999999",
+                                        *OUT], 2, "a circuit of 999999 edges: the graph has 343 edges"),
+    ("circuit-steps-zero", ["circuit", *LLAMA, "--prompts", "{in}/circuit.jsonl", "--method", "eap-ig", "--steps", "0",
+                            *OUT], 2, "--steps must be a whole number of at least 1, not '0'"),
+    ("circuit-exact-without-corrupted", ["circuit", *LLAMA, "--prompts", "{in}/no_foil.jsonl", "--method", "exact",
+                                         *OUT], 2, "no_foil.jsonl:1: field 'corrupted' missing"),
+    ("circuit-one-seed", ["circuit", *LLAMA, "--prompts", "{in}/circuit.jsonl", "--seeds", "1", *OUT], 2,
+     "--seeds must be a whole number of at least 2"),
+    ("circuit-unknown-method", ["circuit", *LLAMA, "--prompts", "{in}/circuit.jsonl", "--method", "acdc", *OUT], 2,
+     "'acdc'"),
     # --- heads -------------------------------------------------------------------------------------------------
     ("heads-malformed-prompts", ["heads", *LLAMA, "--prompts", "{in}/bad.jsonl", *OUT], 2, "bad.jsonl:2"),
     ("heads-missing-target", ["heads", *LLAMA, "--prompts", "{in}/no_target.jsonl", *OUT], 2, "no_target.jsonl:2"),

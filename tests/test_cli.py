@@ -108,8 +108,14 @@ def test_shipped_sets_by_name(tmp_path, monkeypatch):
     assert len(read_facts("facts")) == 382 and len(read_needles("needles")) == 12
     (tmp_path / "ioi").write_text("a prompt of my own\n")  # a file of that name wins over the shipped set
     assert read_prompts("ioi") == ["a prompt of my own"]
-    with pytest.raises(HeadscopeError, match="prompt file not found: iio .*shipped set: facts, ioi, needles, passages"):
+    with pytest.raises(HeadscopeError, match="prompt file not found: iio .*shipped set: facts, greater-than, ioi, "
+                                             "needles, passages"):
         read_prompt_set("iio")
+    greater = read_prompt_set("greater-than")  # start years X9: the answer's first digit decides later or not
+    assert len(greater) == 48 and all(r["prompt"].endswith(r["prompt"].split("year ")[1][:2]) for r in greater.records)
+    for r in greater.records:
+        tens = int(r["prompt"].split("year ")[1][2])
+        assert r["targets"] == [str(d) for d in range(tens + 1, 10)] and r["foils"] == [str(d) for d in range(tens + 1)]
 
 
 def test_json_summaries(tmp_path, capsys):

@@ -84,6 +84,19 @@ def number_list(kind=float, what: str = "numbers"):
     return parse
 
 
+def at_least(low: int, what: str):
+    """An argparse type: a whole number of at least ``low`` (``what`` names the option)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{what} must be a whole number of at least {low}, not {text!r}")
+        return value
+    return parse
+
+
 INTS = number_list(int, "integers")
 FLOATS = number_list(float, "numbers")
 

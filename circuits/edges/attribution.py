@@ -36,7 +36,7 @@ from ...probes import HeadscopeError, Intervention, Model, Result, run
 from ...probes.engine.run import row_chunks
 from ...probes.models import hooks
 from ...probes.readouts.decompose import head_outputs, norm_of
-from ..metrics import METRICS, target_metric
+from ..metrics import SET_METRICS, answers, target_metric
 from ..prompt_sets import as_prompt_set, encode
 from ..stats import check_interval, interval_meta, mean_interval
 from .graph import EdgeGraph
@@ -90,22 +90,17 @@ def edge_attribution(
     if method == "eap-ig" and (not isinstance(steps, int) or steps < 1):
         raise HeadscopeError(f"steps must be a whole number of at least 1, not {steps!r}")
     check_interval(interval, level)
-    if metric not in METRICS:
-        raise HeadscopeError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
-    if any(getattr(block, "ln1_post", None) is not None for block in model.bridge.blocks):
-        raise HeadscopeError(f"{model.spec} normalises each attention output before the residual stream: its heads "
-                             "do not write to the stream on their own, so edges from them are not defined here")
+    check_metric(metric)
     graph = EdgeGraph.of(model)
     prompts = as_prompt_set(prompts)
-    encoded = encode(model, prompts, foil=metric == "logit_diff", corrupted=True)
+    encoded = encode(model, prompts, foil=metric == "logit_diff", corrupted=True, sets=metric == "prob_diff")
     weights = _ReaderWeights(model)
     points = [k / steps for k in range(steps)] if method == "eap-ig" else [None]
     width = max(len(t) for t in encoded.tokens)
     per_prompt = []
     for sl in row_chunks(model, len(prompts), width, batch_size, per_row=2):
         clean, corrupted = model.batch(encoded.tokens[sl]), model.batch(encoded.corrupted[sl])
-        ids = (torch.tensor(encoded.target_ids[sl]),
-               None if encoded.foil_ids is None else torch.tensor(encoded.foil_ids[sl]))
+        ids = answers(encoded, range(sl.start, sl.stop), metric, model.vocab_size, model.device)
         corrupted_out = writer_outputs(model, corrupted)
         if method == "eap":  # the clean run's gradients and its writers' outputs, from one forward
             grads, clean_out = reader_gradients(model, clean, weights, ids, metric, writers=True)
@@ -141,8 +136,7 @@ def exact_edge_effects(model: Model, prompts, edges: pd.DataFrame, *, metric: st
     edge) is a row of batched forwards; the reader's new input is computed from the clean run (nothing
     before the reader changes), so every row is one ``set`` of a hook (``add`` for the logits).
     Returns ``edges`` with ``exact_effect``, ``exact_low``, ``exact_high`` (mean and interval over prompts)."""
-    if metric not in METRICS:
-        raise HeadscopeError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
+    check_metric(metric)
     check_interval(interval, level)
     graph = EdgeGraph.of(model)
     writers = {name: i for i, (name, _) in enumerate(graph.writers())}
@@ -152,7 +146,7 @@ def exact_edge_effects(model: Model, prompts, edges: pd.DataFrame, *, metric: st
         if up not in writers or down not in readers or writers[up] >= graph.hears(down, readers[down]):
             raise HeadscopeError(f"{up} -> {down} is not an edge of {model.spec}'s graph ({graph.describe()})")
     prompts = as_prompt_set(prompts)
-    encoded = encode(model, prompts, foil=metric == "logit_diff", corrupted=True)
+    encoded = encode(model, prompts, foil=metric == "logit_diff", corrupted=True, sets=metric == "prob_diff")
     L = model.n_layers
     weights = _ReaderWeights(model)
     names = [h for l in range(L) for h in (hooks.resid_pre(l), hooks.resid_mid(l), hooks.q(l), hooks.k(l), hooks.v(l),
@@ -162,10 +156,8 @@ def exact_edge_effects(model: Model, prompts, edges: pd.DataFrame, *, metric: st
         clean, corrupted = model.batch(encoded.tokens[i:i + 1]), model.batch(encoded.corrupted[i:i + 1])
         delta = writer_outputs(model, corrupted) - writer_outputs(model, clean)  # [writers, 1, p, d]
         out = run(model, clean, record=names, logits_at=clean.last)
-        target = torch.tensor(encoded.target_ids[i:i + 1])
-        foil = None if encoded.foil_ids is None else torch.tensor(encoded.foil_ids[i:i + 1])
-        base = float(target_metric(out.logits, metric, target.to(out.logits.device),
-                                   None if foil is None else foil.to(out.logits.device))[0])
+        target, foil = answers(encoded, [i], metric, model.vocab_size, out.logits.device)
+        base = float(target_metric(out.logits, metric, target, foil)[0])
         for sl in row_chunks(model, len(edges), len(encoded.tokens[i]), batch_size):
             part = edges.iloc[sl]
             rows = model.batch(encoded.tokens[i:i + 1] * len(part))
@@ -176,11 +168,16 @@ def exact_edge_effects(model: Model, prompts, edges: pd.DataFrame, *, metric: st
             patches = [_intervention(hook, op, items) for (hook, op), items in grouped.items()]
             logits = run(model, rows, patches, logits_at=rows.last).logits
             n = len(part)
-            patched = target_metric(logits, metric, target.expand(n).to(logits.device),
-                                    None if foil is None else foil.expand(n).to(logits.device))
+            patched = target_metric(logits, metric, *(None if a is None else a.expand(n, *a.shape[1:])
+                                                      for a in (target, foil)))
             effects[i, sl] = base - patched.double().cpu().numpy()
     mean, low, high = mean_interval(effects, axis=0, method=interval, level=level)
     return edges.assign(exact_effect=mean, exact_low=low, exact_high=high)
+
+
+def check_metric(metric: str) -> None:
+    if metric not in SET_METRICS:
+        raise HeadscopeError(f"unknown metric {metric!r}; use one of {', '.join(SET_METRICS)}")
 
 
 def _moved_input(model: Model, weights: "_ReaderWeights", clean: dict, downstream: str, delta: torch.Tensor):

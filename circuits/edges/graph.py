@@ -47,10 +47,17 @@ class EdgeGraph:
 
     @classmethod
     def of(cls, model) -> "EdgeGraph":
-        """The graph of a loaded ``Model``."""
+        """The graph of a loaded ``Model``; refused for architectures that normalise each attention
+        output before the residual stream (Gemma's ``ln1_post``: a head's output there is not its own)
+        and for parallel blocks (the graph counts them, the analyses do not read them yet)."""
+        if any(getattr(block, "ln1_post", None) is not None for block in model.bridge.blocks):
+            raise HeadscopeError(f"{model.spec} normalises each attention output before the residual stream: its "
+                                 "heads do not write to the stream on their own, so edges from them are not defined")
         config = model.hf_model.config
-        parallel = bool(getattr(config, "parallel_attn", False) or getattr(config, "use_parallel_residual", False))
-        return cls(model.n_layers, model.n_heads, model.n_kv_heads, parallel)
+        if getattr(config, "parallel_attn", False) or getattr(config, "use_parallel_residual", False):
+            raise HeadscopeError(f"{model.spec} runs attention and MLP in parallel: the edge analyses read an MLP's "
+                                 "input after the attention block and do not cover it yet")
+        return cls(model.n_layers, model.n_heads, model.n_kv_heads)
 
     # -- nodes --------------------------------------------------------------------------------
 
