@@ -15,6 +15,7 @@ GPU:  python bench/bench_edges.py --model random:llama-1b --device cuda --dtype 
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import time
 
@@ -69,18 +70,23 @@ def main() -> None:
 
     timed(bare, 1, model)
     t_bare, _ = timed(bare, args.repeats, model)
-    t_eap, eap = timed(lambda: edge_attribution(model, prompts), args.repeats, model)
-    peak = torch.cuda.max_memory_allocated() / 2**30 if model.device.type == "cuda" else None
-    t_ig, ig = timed(lambda: edge_attribution(model, prompts, method="eap-ig", steps=args.steps), 1, model)
-    print(f"{model.spec} on {model.device.type}, {len(prompts)} IOI prompts ({len(same)} distinct), {eap.meta['graph']}")
-    print(f"EAP over every edge / bare forward + backward: {t_eap / t_bare:.2f} ({t_eap:.2f} s vs {t_bare:.3f} s)"
-          + (f"; peak GPU memory {peak:.2f} GiB" if peak is not None else ""))
+    rss_bare = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # GiB (Linux reports KiB)
+    t_eap, eap = timed(lambda: edge_attribution(model, prompts, progress=False), args.repeats, model)
+    peak = (f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB" if model.device.type == "cuda"
+            else f"peak process memory {rss_bare:.2f} GiB after the bare passes, "
+                 f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB after EAP")
+    t_ig, ig = timed(lambda: edge_attribution(model, prompts, method="eap-ig", steps=args.steps, progress=False), 1,
+                     model)
+    print(f"{model.spec} on {model.device.type}, {len(prompts)} IOI prompts ({len(same)} distinct), "
+          f"{eap.meta['graph']}")
+    print(f"EAP over every edge / bare forward + backward: {t_eap / t_bare:.2f} ({t_eap:.2f} s vs {t_bare:.3f} s); "
+          f"{peak}")
     print(f"EAP-IG ({args.steps} steps) / EAP: {t_ig / t_eap:.2f}")
     top = eap.top(args.edges).frame
-    t_exact, exact = timed(lambda: exact_edge_effects(model, prompts, top), 1, model)
+    t_exact, exact = timed(lambda: exact_edge_effects(model, prompts, top, progress=False), 1, model)
     few = top.iloc[:args.loop]
     # the plain loop: the same differences, one forward per (prompt, edge)
-    t_loop, loop = timed(lambda: exact_edge_effects(model, prompts, few, batch_size=1), 1, model)
+    t_loop, loop = timed(lambda: exact_edge_effects(model, prompts, few, batch_size=1, progress=False), 1, model)
     same = np.allclose(loop["exact_effect"].to_numpy(), exact["exact_effect"].to_numpy()[:len(few)],
                        rtol=1e-3, atol=1e-5)
     per_edge = t_loop / len(few)
@@ -99,8 +105,8 @@ def main() -> None:
     graph = EdgeGraph.of(model)
     effect = eap.frame["effect"].to_numpy()
     masks = np.stack([prune(graph, top_edges(graph, effect, max(1, round(f * graph.n_edges)))) for f in FRACTIONS])
-    t_batched, batched = timed(lambda: circuit_metrics(model, prompts, masks), 1, model)
-    t_plain, plain = timed(lambda: circuit_metrics(model, prompts, masks, batch_size=1), 1, model)
+    t_batched, batched = timed(lambda: circuit_metrics(model, prompts, masks, progress=False), 1, model)
+    t_plain, plain = timed(lambda: circuit_metrics(model, prompts, masks, batch_size=1, progress=False), 1, model)
     print(f"faithfulness curve ({len(masks)} circuits x {len(prompts)} prompts), batched / one forward per row: "
           f"{t_plain / t_batched:.1f}x ({t_batched:.2f} s vs {t_plain:.2f} s), same values: "
           f"{np.allclose(batched, plain, rtol=1e-3, atol=1e-5)}")

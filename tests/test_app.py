@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from headscope import head_report
+from headscope.app.views.circuit import found_circuit
 from headscope.circuits.edges import find_circuit
 from headscope.probes import load_model, load_result
 from headscope.probes.readouts.lens import logit_lens
@@ -225,6 +226,16 @@ def test_a_saved_circuit_is_drawn_from_its_table(page, runs):
     page.wait(lambda: "Composition overlay (dashed): 80 edges" in page.text("circuit-summary"), what="the overlay")
     edges, *_ = page.wait(settled, what="the circuit with its overlay")
     assert 0 < len([e for e in edges if not e[4]]) == len(saved.shown(15)) and len([e for e in edges if e[4]]) == 80
+    # no saved circuit chosen: find one for a shipped set in the background, the same as found_circuit here
+    # (greater-than: the random model's tokenizer splits IOI's names, so their logit difference is 0)
+    page.open("?model=random:llama&tab=circuit&source=data&find_set=greater-than&shown=30")
+    page.wait(lambda: "press 'Find a circuit'" in page.text("circuit-summary"), what="the request to find one")
+    page.click("circuit-find-run")
+    page.wait(lambda: "found in the background for greater-than" in page.text("circuit-summary"),
+              what="the found circuit")
+    found = found_circuit(load_model("random:llama"), "greater-than").shown(30)
+    edges, *_ = page.wait(settled, what="the found circuit drawn")
+    assert sorted((s, r) for s, r, *_ in edges) == sorted(zip(found["upstream"], found["downstream"]))
 
 
 def test_heads_map_of_a_saved_run_per_operation_and_mode(page):

@@ -13,7 +13,8 @@ def arguments(p) -> None:
     p.add_argument("--prompts", required=True, help="JSONL prompt set (prompt, target, foil, corrupted; optional "
                                                     "targets/foils answer sets) or a shipped set: ioi, greater-than")
     p.add_argument("--method", default="eap", choices=METHODS,
-                   help="edge scores: eap (Syed et al.), eap-ig (Hanna et al.) or exact patching of every edge")
+                   help="edge scores: eap (Syed et al.), eap-ig (Hanna et al.) or exact patching of every edge "
+                        "(one forward row per edge and prompt: for small models)")
     p.add_argument("--steps", type=at_least(1, "--steps"), default=5, help="EAP-IG interpolation steps")
     p.add_argument("--metric", default="auto", choices=("auto",) + SET_METRICS,
                    help="what an edge's effect measures; auto: prob_diff when the prompts give answer sets "

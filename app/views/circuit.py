@@ -1,6 +1,7 @@
 """Circuit view, from two sources, drawn with dash-cytoscape; clicking a head selects it in every view.
 
-- **From data** (``circuits.edges``): a circuit saved by ``headscope circuit``. The slider picks how
+- **From data** (``circuits.edges``): a circuit saved by ``headscope circuit``, or one found in the
+  background for a shipped prompt set with the loaded model (``found_circuit``). The slider picks how
   many edges to draw (the largest |effect|, pruned to paths from the input to the logits, as the
   faithfulness curve evaluates them) and the summary gives the curve's faithfulness at that size.
   Edges are red where they carry the clean behaviour and blue where they oppose it, as wide as their
@@ -21,6 +22,7 @@ from dash.exceptions import PreventUpdate
 
 from ...circuits.composition.graph import circuit_graph
 from ...circuits.composition.scores import KINDS, composition
+from ...circuits.edges import find_circuit
 from ...probes import HeadscopeError
 
 from .. import exports, saved_circuits, saved_scores
@@ -35,13 +37,16 @@ CIRCUIT_RUN = Control("circuit_run", "circuit-saved-run", choices=lambda _sessio
                       saved_circuits.choices(runs_root))
 SHOWN = Control("shown", "circuit-edge-count", 40, int)
 OVERLAY = Control("overlay", "circuit-overlay", [], str, many=True)
+FIND_SET = Control("find_set", "circuit-find-set", "ioi")
+FIND_SETS = ("ioi", "greater-than")  # the shipped sets with corrupted prompts
+FIND_PROMPTS = 16  # prompts of a circuit found in the page (the command line takes any number)
 MAX_SHOWN = 500  # edges drawn at most: beyond that the browser's layout slows and nothing is readable
 KIND_CHOICE = Control("kinds", "circuit-kinds", list(KINDS), str, many=True)
 MIN_Z = Control("min_z", "circuit-min-z", 10.0, float)
 MAX_EDGES = Control("max_edges", "circuit-max-edges", 80, int)
 NODE_SIZE = Control("node_size", "circuit-importance", choices=lambda _session, runs_root, _view:
                     saved_scores.choices(runs_root))
-CONTROLS = (SOURCE, CIRCUIT_RUN, SHOWN, OVERLAY, KIND_CHOICE, MIN_Z, MAX_EDGES, NODE_SIZE)
+CONTROLS = (SOURCE, CIRCUIT_RUN, FIND_SET, SHOWN, OVERLAY, KIND_CHOICE, MIN_Z, MAX_EDGES, NODE_SIZE)
 COMPOSITION_CONTROLS = (KIND_CHOICE, MIN_Z, MAX_EDGES, NODE_SIZE)
 COLORS = {"q": "#c0392b", "k": "#2c7fb8", "v": "#27ae60"}
 SIGN = {True: "#c0392b", False: "#2c7fb8"}  # carries the clean behaviour / opposes it
@@ -69,6 +74,12 @@ def layout():
         html.Div(className="controls", children=[
             html.Label(["saved circuit ", dcc.Dropdown(id=CIRCUIT_RUN.id, className="wide",
                                                        placeholder="a run of headscope circuit")]),
+            html.Span("or", className="muted"),
+            *job_controls("circuit-find", "Find a circuit"),
+            html.Label(["for ", dcc.Dropdown(id=FIND_SET.id, options=list(FIND_SETS), value=FIND_SET.default,
+                                             clearable=False, style={"width": "150px", "display": "inline-block"})]),
+        ]),
+        html.Div(className="controls", children=[
             html.Label(["edges shown ", html.Div(dcc.Slider(id=SHOWN.id, min=1, max=MAX_SHOWN, step=1,
                                                             value=SHOWN.default, updatemode="mouseup",
                                                             marks={n: str(n) for n in (1, 50, 100, 200, 300, 500)},
@@ -89,6 +100,7 @@ def layout():
         ]),
         html.Div(id="circuit-error"),
         dcc.Store(id="circuit-done"),
+        dcc.Store(id="circuit-found"),
         html.Div(id="circuit-summary", className="muted"),
         cyto.Cytoscape(id="circuit-graph", layout={"name": "preset", "fit": True, "padding": 30},
                        style={"width": "100%", "height": "640px"}, minZoom=0.3, maxZoom=3, stylesheet=STYLE,
@@ -120,6 +132,15 @@ def register(app, session, runs_root: Path) -> None:
             result = session.memo(("composition",), lambda model: composition(model, top=0))
         return {"model": result.meta["model"]}, ""
 
+    @app.callback(Output("circuit-found", "data"), Output("circuit-error", "children", allow_duplicate=True),
+                  Input("circuit-find-run", "n_clicks"), State("view", "data"), **job_options("circuit-find"))
+    @guarded(outputs=2, error_at=1)
+    def find(set_progress, _clicks, view):
+        name = view.get(FIND_SET.key) or FIND_SET.default
+        with job_progress(set_progress):
+            result = session.memo(("circuit", name), lambda model: found_circuit(model, name))
+        return {"model": result.meta["model"], "set": name}, ""
+
     @app.callback(Output(CIRCUIT_RUN.id, "options"), Input("tabs", "value"))
     def circuit_options(_tab):
         return saved_circuits.choices(runs_root)
@@ -127,10 +148,10 @@ def register(app, session, runs_root: Path) -> None:
     @app.callback(Output("circuit-graph", "elements"), Output("circuit-summary", "children"),
                   Output("circuit-figure", "figure"), Output(f"{TAB}-shown", "data"),
                   Output("circuit-graph", "style"), Output("circuit-error", "children", allow_duplicate=True),
-                  Input("circuit-done", "data"), Input("view", "data"), Input("model-store", "data"),
-                  prevent_initial_call="initial_duplicate")
+                  Input("circuit-done", "data"), Input("circuit-found", "data"), Input("view", "data"),
+                  Input("model-store", "data"), prevent_initial_call="initial_duplicate")
     @guarded(outputs=6, error_at=5)
-    def draw(done, view, store):
+    def draw(done, found, view, store):
         if view["tab"] != TAB:
             raise PreventUpdate
         if view.get(SOURCE.key) == "data":
@@ -159,11 +180,12 @@ def register(app, session, runs_root: Path) -> None:
         return circuit_graph(result, scores, min_z=float(min_z or 0), max_edges=int(max_edges or 1), kinds=kinds)
 
     def _draw_data(view):
-        run = view.get(CIRCUIT_RUN.key)
-        if not run:
-            return [], ("choose a saved circuit (write one with headscope circuit --out under the runs "
-                        "directory)"), {}, None, _height(0), ""
-        result = saved_circuits.read(runs_root, run)
+        run, name = view.get(CIRCUIT_RUN.key), view.get(FIND_SET.key) or FIND_SET.default
+        found = session.peek(("circuit", name)) if not run and session.status().get("loaded") else None
+        if not run and found is None:
+            return [], (f"choose a saved circuit (headscope circuit --out under the runs directory), or press "
+                        f"'Find a circuit' to find one for {name} with the loaded model"), {}, None, _height(0), ""
+        result = saved_circuits.read(runs_root, run) if run else found
         n = max(1, min(int(view.get(SHOWN.key) or SHOWN.default), MAX_SHOWN))
         edges = result.shown(n)
         overlay, note = None, ""
@@ -175,7 +197,8 @@ def register(app, session, runs_root: Path) -> None:
                    f"faithfulness at {n:,} edges {result.faithfulness_at(n):.2f} (the curve, interpolated) of "
                    f"{m['n_edges']:,} edges in all. {m['method'].upper()} on {m['n_prompts']} prompts "
                    f"({m['prompts']}, {m['metric']}), {m['model']}; saved circuit {m['kept_edges']} edges, "
-                   f"faithfulness {m['circuit_faithfulness']:.2f}, CPR {m['cpr']:.2f}, CMD {m['cmd']:.2f}. {note}")
+                   f"faithfulness {m['circuit_faithfulness']:.2f}, CPR {m['cpr']:.2f}, CMD {m['cmd']:.2f}"
+                   + ("" if run else f", found in the background for {name}") + f". {note}")
         rows = len({e["data"]["layer"] for e in elements if "layer" in e["data"]})
         return elements, summary.strip(), result.plot(), session.show(result), _height(rows), ""
 
@@ -211,6 +234,22 @@ def _elements(graph, selected: tuple[int, int]) -> list[dict]:
     edges = [{"data": {**e["data"], "color": COLORS[e["data"]["kind"]], "width": 1 + 5 * e["data"]["score"] / best}}
              for e in data["edges"]]
     return nodes + edges
+
+
+def found_circuit(model, name: str):
+    """The circuit the page finds for the shipped set ``name``: EAP over its first ``FIND_PROMPTS`` prompts
+    whose corrupted prompt keeps their token length under this model's tokenizer, 100 edges, two seeds
+    of random circuits, no exact checks (minutes on a CPU for the default model)."""
+    from ...circuits.prompt_sets import PromptSet, read_prompt_set
+
+    shipped = read_prompt_set(name)
+    kept = [r for r in shipped.records
+            if len(model.tokenize(r["prompt"])) == len(model.tokenize(r["corrupted"]))][:FIND_PROMPTS]
+    if len(kept) < 2:
+        raise HeadscopeError(f"only {len(kept)} of the {len(shipped)} {name} prompts keep their corrupted prompt's "
+                             f"token length under {model.spec}'s tokenizer; use headscope circuit with a prompt file")
+    metric = "prob_diff" if "targets" in kept[0] else "logit_diff"
+    return find_circuit(model, PromptSet(kept, name), metric=metric, edges=100, seeds=2, exact=False, progress=False)
 
 
 def _height(rows: int) -> dict:

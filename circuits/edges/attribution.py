@@ -35,6 +35,7 @@ import torch
 from ...probes import HeadscopeError, Intervention, Model, Result, run
 from ...probes.engine.run import row_chunks
 from ...probes.models import hooks
+from ...probes.progress import tracked
 from ...probes.readouts.decompose import head_outputs, norm_of
 from ..metrics import SET_METRICS, answers, target_metric
 from ..prompt_sets import as_prompt_set, encode
@@ -81,6 +82,7 @@ def edge_attribution(
     interval: str = "t",
     level: float = 0.95,
     batch_size: int | None = None,
+    progress: bool = True,
 ) -> EdgeScores:
     """Every edge's estimated effect on ``metric`` over ``prompts`` (records with ``prompt``,
     ``target``, ``corrupted`` of the same token length, and ``foil`` for ``logit_diff``)."""
@@ -98,7 +100,8 @@ def edge_attribution(
     points = [k / steps for k in range(steps)] if method == "eap-ig" else [None]
     width = max(len(t) for t in encoded.tokens)
     per_prompt = []
-    for sl in row_chunks(model, len(prompts), width, batch_size, per_row=2):
+    for sl in tracked(row_chunks(model, len(prompts), width, batch_size, per_row=2), f"{method} edge scores",
+                      disable=not progress):
         clean, corrupted = model.batch(encoded.tokens[sl]), model.batch(encoded.corrupted[sl])
         ids = answers(encoded, range(sl.start, sl.stop), metric, model.vocab_size, model.device)
         corrupted_out = writer_outputs(model, corrupted)
@@ -129,7 +132,8 @@ def edge_attribution(
 
 
 def exact_edge_effects(model: Model, prompts, edges: pd.DataFrame, *, metric: str = "logit_diff",
-                       interval: str = "t", level: float = 0.95, batch_size: int | None = None) -> pd.DataFrame:
+                       interval: str = "t", level: float = 0.95, batch_size: int | None = None,
+                       progress: bool = True) -> pd.DataFrame:
     """``metric(clean) - metric(edge patched)`` of each edge in ``edges`` (a frame with ``upstream`` and
     ``downstream``), measured: the reader's input becomes the clean input minus the writer's clean
     output plus its corrupted one, everything else clean (path patching of one edge). Each (prompt,
@@ -152,7 +156,7 @@ def exact_edge_effects(model: Model, prompts, edges: pd.DataFrame, *, metric: st
     names = [h for l in range(L) for h in (hooks.resid_pre(l), hooks.resid_mid(l), hooks.q(l), hooks.k(l), hooks.v(l),
                                            hooks.mlp_in(l))]
     effects = np.zeros((len(prompts), len(edges)))
-    for i in range(len(prompts)):
+    for i in tracked(range(len(prompts)), "exact edge patching", unit="prompt", disable=not progress):
         clean, corrupted = model.batch(encoded.tokens[i:i + 1]), model.batch(encoded.corrupted[i:i + 1])
         delta = writer_outputs(model, corrupted) - writer_outputs(model, clean)  # [writers, 1, p, d]
         out = run(model, clean, record=names, logits_at=clean.last)

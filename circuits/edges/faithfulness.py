@@ -25,6 +25,7 @@ import torch
 from ...probes import HeadscopeError, Intervention, Model, run
 from ...probes.engine.run import row_chunks
 from ...probes.models import hooks
+from ...probes.progress import tracked
 from ...probes.readouts.decompose import head_outputs
 from ..metrics import answers, target_metric
 from ..prompt_sets import as_prompt_set, encode
@@ -37,7 +38,7 @@ BUILDERS = {"top": top_edges, "greedy": greedy_edges}
 
 
 def circuit_metrics(model: Model, prompts, masks: np.ndarray, *, metric: str = "logit_diff",
-                    batch_size: int | None = None) -> np.ndarray:
+                    batch_size: int | None = None, progress: bool = True) -> np.ndarray:
     """The metric of every prompt with only the edges of each circuit kept clean: ``masks`` is
     ``[circuits, edges]`` (``graph.edges()`` order); returns ``[circuits, prompts]``. Each (circuit,
     prompt) is one row of a batched forward."""
@@ -52,7 +53,7 @@ def circuit_metrics(model: Model, prompts, masks: np.ndarray, *, metric: str = "
     rows = [(c, i) for i in range(len(prompts)) for c in range(len(masks))]  # prompt-major: few prompts per chunk
     width = max(len(t) for t in encoded.tokens)
     out = np.zeros((len(masks), len(prompts)))
-    for sl in row_chunks(model, len(rows), width, batch_size, per_row=3):
+    for sl in tracked(row_chunks(model, len(rows), width, batch_size, per_row=3), "circuits", disable=not progress):
         circuits, items = (np.array(v) for v in zip(*rows[sl]))
         unique, which = np.unique(items, return_inverse=True)
         corrupted = writer_outputs(model, model.batch([encoded.corrupted[i] for i in unique]))[:, which]
