@@ -2,7 +2,8 @@
 
 Starts ``headscope app`` on the default model, drives it in headless Chromium (as the tests do) and
 writes ``docs/dashboard-<view>.png``. The circuit's nodes are sized by the addition effects of the
-arithmetic run in ``docs/arithmetic``.
+arithmetic run in ``docs/arithmetic``. ``python docs/make_screenshots.py circuit-data RUN`` shoots only
+the circuit from data, of a ``headscope circuit`` run directory (a few MB, so not kept in the repository).
 """
 
 from __future__ import annotations
@@ -17,6 +18,19 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 from browser import Page, app_server, chrome  # noqa: E402
+
+
+def circuit_data(run: Path) -> None:
+    runs = Path(tempfile.mkdtemp()) / "runs"
+    shutil.copytree(run, runs / run.name)
+    with app_server("default", runs) as base:
+        driver = chrome()
+        page = Page(driver, base)
+        page.open(f"?model=default&tab=circuit&source=data&circuit_run={run.name}&shown=60&layer=23&head=3")
+        page.wait(lambda: "of the top 60 edges" in page.text("circuit-summary"), timeout=300, what="the circuit")
+        time.sleep(2)  # the layout settles
+        save(page, "circuit-data")
+        driver.quit()
 
 
 def main() -> None:
@@ -63,4 +77,7 @@ def save(page: Page, name: str) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["circuit-data"]:
+        circuit_data(Path(sys.argv[2]).resolve())
+    else:
+        main()

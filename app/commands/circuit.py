@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ...circuits.edges.corruption import CORRUPTIONS
 from ...circuits.edges.discovery import METHODS
 from ...circuits.edges.faithfulness import BUILDERS
 from ...circuits.metrics import SET_METRICS
@@ -16,6 +17,9 @@ def arguments(p) -> None:
                    help="edge scores: eap (Syed et al.), eap-ig (Hanna et al.) or exact patching of every edge "
                         "(one forward row per edge and prompt: for small models)")
     p.add_argument("--steps", type=at_least(1, "--steps"), default=5, help="EAP-IG interpolation steps")
+    p.add_argument("--corruption", default="prompt", choices=CORRUPTIONS,
+                   help="an edge's corrupted value: from each record's corrupted prompt, or each writer's mean "
+                        "output over the prompts' tokens (mean ablation; no corrupted prompts needed)")
     p.add_argument("--metric", default="auto", choices=("auto",) + SET_METRICS,
                    help="what an edge's effect measures; auto: prob_diff when the prompts give answer sets "
                         "(greater-than), else logit_diff")
@@ -35,10 +39,12 @@ def run(args) -> None:
     metric = args.metric
     if metric == "auto":
         metric = "prob_diff" if all("targets" in r for r in prompts.records) else "logit_diff"
-    prompts.require("corrupted", "edge patching")
+    if args.corruption == "prompt":
+        prompts.require("corrupted", "edge patching from corrupted prompts")
     if metric == "logit_diff":
         prompts.require("foil", "the logit difference")
-    result = find_circuit(load(args), prompts, method=args.method, metric=metric, steps=args.steps, edges=args.edges,
+    result = find_circuit(load(args), prompts, method=args.method, metric=metric, corruption=args.corruption,
+                          steps=args.steps, edges=args.edges,
                           build=args.build, seeds=args.seeds, exact=not args.no_exact, interval=args.interval,
                           level=args.level, seed=args.seed, batch_size=args.batch_size)
     result.save(args.out, overwrite=args.overwrite)

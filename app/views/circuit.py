@@ -55,6 +55,8 @@ STYLE = [
     {"selector": "node", "style": {"label": "data(label)", "width": "data(size)", "height": "data(size)",
                                    "font-size": 14, "text-valign": "top", "text-margin-y": -4,
                                    "background-color": "#555"}},
+    {"selector": "edge[part]", "style": {"label": "data(part)", "font-size": 11, "color": "#555",
+                                         "text-rotation": "autorotate", "text-margin-y": -8}},  # q, k, v, in
     {"selector": "edge.overlay", "style": {"line-style": "dashed", "line-color": "#7f8c8d",
                                            "target-arrow-color": "#7f8c8d", "opacity": 0.8}},
     {"selector": "node.selected", "style": {"background-color": "#f39c12", "border-width": 2,
@@ -122,8 +124,9 @@ def register(app, session, runs_root: Path) -> None:
                   Input("circuit-run", "n_clicks"), Input("autorun", "data"), State("view", "data"),
                   **job_options("circuit"))
     def compute(set_progress, _clicks, autorun, view):
-        if ctx.triggered_id == "autorun" and (autorun or {}).get("tab") != TAB:
-            raise PreventUpdate  # a shared link to the circuit computes it, else nothing to do
+        if ctx.triggered_id == "autorun" and ((autorun or {}).get("tab") != TAB or (
+                view.get(SOURCE.key) == "data" and "composition" not in (view.get(OVERLAY.key) or []))):
+            raise PreventUpdate  # a shared link to the composition graph (or its overlay) computes it
         return _compute(set_progress, view)
 
     @guarded(outputs=2, error_at=1)

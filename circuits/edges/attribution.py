@@ -40,6 +40,7 @@ from ...probes.readouts.decompose import head_outputs, norm_of
 from ..metrics import SET_METRICS, answers, target_metric
 from ..prompt_sets import as_prompt_set, encode
 from ..stats import check_interval, interval_meta, mean_interval
+from .corruption import Corruption, check_corruption
 from .graph import EdgeGraph
 
 METHODS = ("eap", "eap-ig")
@@ -81,11 +82,13 @@ def edge_attribution(
     steps: int = 5,
     interval: str = "t",
     level: float = 0.95,
+    corruption: str = "prompt",
     batch_size: int | None = None,
     progress: bool = True,
 ) -> EdgeScores:
     """Every edge's estimated effect on ``metric`` over ``prompts`` (records with ``prompt``,
-    ``target``, ``corrupted`` of the same token length, and ``foil`` for ``logit_diff``)."""
+    ``target``, ``foil`` for ``logit_diff``, and ``corrupted`` of the same token length unless
+    ``corruption`` is ``"mean"``, the writers' mean outputs: ``corruption``)."""
     started = time.perf_counter()
     if method not in METHODS:
         raise HeadscopeError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
@@ -93,18 +96,21 @@ def edge_attribution(
         raise HeadscopeError(f"steps must be a whole number of at least 1, not {steps!r}")
     check_interval(interval, level)
     check_metric(metric)
+    check_corruption(corruption)
     graph = EdgeGraph.of(model)
     prompts = as_prompt_set(prompts)
-    encoded = encode(model, prompts, foil=metric == "logit_diff", corrupted=True, sets=metric == "prob_diff")
+    encoded = encode(model, prompts, foil=metric == "logit_diff", corrupted=corruption == "prompt",
+                     sets=metric == "prob_diff")
+    source = Corruption(model, encoded, corruption, batch_size)
     weights = _ReaderWeights(model)
     points = [k / steps for k in range(steps)] if method == "eap-ig" else [None]
     width = max(len(t) for t in encoded.tokens)
     per_prompt = []
     for sl in tracked(row_chunks(model, len(prompts), width, batch_size, per_row=2), f"{method} edge scores",
                       disable=not progress):
-        clean, corrupted = model.batch(encoded.tokens[sl]), model.batch(encoded.corrupted[sl])
+        clean = model.batch(encoded.tokens[sl])
         ids = answers(encoded, range(sl.start, sl.stop), metric, model.vocab_size, model.device)
-        corrupted_out = writer_outputs(model, corrupted)
+        corrupted_out = source.outputs(range(sl.start, sl.stop), clean)
         if method == "eap":  # the clean run's gradients and its writers' outputs, from one forward
             grads, clean_out = reader_gradients(model, clean, weights, ids, metric, writers=True)
         else:
@@ -124,7 +130,8 @@ def edge_attribution(
     effects = -scores[:, writer_index, reader_index].double().numpy()  # [prompts, edges]
     mean, low, high = mean_interval(effects, axis=0, method=interval, level=level)
     frame["effect"], frame["ci_low"], frame["ci_high"] = mean, low, high
-    meta = {"model": model.spec, "method": method, "metric": metric, "steps": steps if method == "eap-ig" else None,
+    meta = {"model": model.spec, "method": method, "metric": metric, "corruption": corruption,
+            "steps": steps if method == "eap-ig" else None,
             "n_prompts": len(prompts), "n_edges": graph.n_edges, "graph": graph.describe(), "prompts": prompts.name,
             "interval": interval_meta(interval, level, len(prompts)), "notes": encoded.notes,
             "seconds": round(time.perf_counter() - started, 2)}
@@ -132,8 +139,8 @@ def edge_attribution(
 
 
 def exact_edge_effects(model: Model, prompts, edges: pd.DataFrame, *, metric: str = "logit_diff",
-                       interval: str = "t", level: float = 0.95, batch_size: int | None = None,
-                       progress: bool = True) -> pd.DataFrame:
+                       interval: str = "t", level: float = 0.95, corruption: str = "prompt",
+                       batch_size: int | None = None, progress: bool = True) -> pd.DataFrame:
     """``metric(clean) - metric(edge patched)`` of each edge in ``edges`` (a frame with ``upstream`` and
     ``downstream``), measured: the reader's input becomes the clean input minus the writer's clean
     output plus its corrupted one, everything else clean (path patching of one edge). Each (prompt,
@@ -142,6 +149,7 @@ def exact_edge_effects(model: Model, prompts, edges: pd.DataFrame, *, metric: st
     Returns ``edges`` with ``exact_effect``, ``exact_low``, ``exact_high`` (mean and interval over prompts)."""
     check_metric(metric)
     check_interval(interval, level)
+    check_corruption(corruption)
     graph = EdgeGraph.of(model)
     writers = {name: i for i, (name, _) in enumerate(graph.writers())}
     readers = dict(graph.readers())
@@ -150,15 +158,17 @@ def exact_edge_effects(model: Model, prompts, edges: pd.DataFrame, *, metric: st
         if up not in writers or down not in readers or writers[up] >= graph.hears(down, readers[down]):
             raise HeadscopeError(f"{up} -> {down} is not an edge of {model.spec}'s graph ({graph.describe()})")
     prompts = as_prompt_set(prompts)
-    encoded = encode(model, prompts, foil=metric == "logit_diff", corrupted=True, sets=metric == "prob_diff")
+    encoded = encode(model, prompts, foil=metric == "logit_diff", corrupted=corruption == "prompt",
+                     sets=metric == "prob_diff")
+    source = Corruption(model, encoded, corruption, batch_size)
     L = model.n_layers
     weights = _ReaderWeights(model)
     names = [h for l in range(L) for h in (hooks.resid_pre(l), hooks.resid_mid(l), hooks.q(l), hooks.k(l), hooks.v(l),
                                            hooks.mlp_in(l))]
     effects = np.zeros((len(prompts), len(edges)))
     for i in tracked(range(len(prompts)), "exact edge patching", unit="prompt", disable=not progress):
-        clean, corrupted = model.batch(encoded.tokens[i:i + 1]), model.batch(encoded.corrupted[i:i + 1])
-        delta = writer_outputs(model, corrupted) - writer_outputs(model, clean)  # [writers, 1, p, d]
+        clean = model.batch(encoded.tokens[i:i + 1])
+        delta = source.outputs([i], clean) - writer_outputs(model, clean)  # [writers, 1, p, d]
         out = run(model, clean, record=names, logits_at=clean.last)
         target, foil = answers(encoded, [i], metric, model.vocab_size, out.logits.device)
         base = float(target_metric(out.logits, metric, target, foil)[0])

@@ -150,11 +150,13 @@ def curve_areas(fractions: np.ndarray, faithfulness: np.ndarray) -> tuple[float,
     return float(np.trapezoid(f, x)), float(np.trapezoid(np.abs(1 - f), x))
 
 
-def find_circuit(model: Model, prompts, *, method: str = "eap", metric: str = "logit_diff", steps: int = 5,
+def find_circuit(model: Model, prompts, *, method: str = "eap", metric: str = "logit_diff", corruption: str = "prompt",
+                 steps: int = 5,
                  edges: int = 200, build: str = "top", fractions=FRACTIONS, seeds: int = 3, exact: bool = True,
                  interval: str = "t", level: float = 0.95, seed: int = 0, batch_size: int | None = None,
                  progress: bool = True) -> Circuit:
-    """Score every edge (``method``: EAP, EAP-IG, or exact patching of every edge), keep a circuit of
+    """Score every edge (``method``: EAP, EAP-IG, or exact patching of every edge; the corrupted values
+    from ``corruption``: the corrupted prompts or the writers' means), keep a circuit of
     ``edges`` edges (``build``: top by |effect| or greedy from the logits, then pruned), and evaluate
     circuits at each of ``fractions`` of the edge count beside ``seeds`` random circuits of each size;
     with ``exact``, the chosen circuit's edges are also patched one by one (``exact_effect``)."""
@@ -173,13 +175,13 @@ def find_circuit(model: Model, prompts, *, method: str = "eap", metric: str = "l
         raise HeadscopeError(f"random circuits need at least 2 seeds for an interval, not {seeds!r}")
     if method == "exact":
         frame = exact_edge_effects(model, prompts, graph.edges(), metric=metric, interval=interval, level=level,
-                                   batch_size=batch_size, progress=progress)
+                                   corruption=corruption, batch_size=batch_size, progress=progress)
         frame = frame.rename(columns={"exact_effect": "effect", "exact_low": "ci_low", "exact_high": "ci_high"})
-        scores = EdgeScores(frame, {"method": method, "metric": metric})
+        scores = EdgeScores(frame, {"method": method, "metric": metric, "corruption": corruption})
         exact = False
     else:
         scores = edge_attribution(model, prompts, method=method, metric=metric, steps=steps, interval=interval,
-                                  level=level, batch_size=batch_size, progress=progress)
+                                  level=level, corruption=corruption, batch_size=batch_size, progress=progress)
     effect = scores.frame["effect"].to_numpy()
     build_fn = BUILDERS[build]
     sizes = np.maximum(1, np.round(fractions * graph.n_edges).astype(int))
@@ -187,8 +189,8 @@ def find_circuit(model: Model, prompts, *, method: str = "eap", metric: str = "l
     masks = [np.ones(graph.n_edges, bool), np.zeros(graph.n_edges, bool), prune(graph, build_fn(graph, effect, edges))]
     masks += [prune(graph, build_fn(graph, effect, n)) for n in sizes]
     masks += [prune(graph, build_fn(graph, rng.standard_normal(graph.n_edges), n)) for n in sizes for _ in range(seeds)]
-    values = circuit_metrics(model, prompts, np.stack(masks), metric=metric, batch_size=batch_size,
-                             progress=progress).mean(axis=1)
+    values = circuit_metrics(model, prompts, np.stack(masks), metric=metric, corruption=corruption,
+                             batch_size=batch_size, progress=progress).mean(axis=1)
     clean, corrupted = values[0], values[1]
     if abs(clean - corrupted) < 1e-9:
         raise HeadscopeError(f"the clean and corrupted prompts give the same {metric} ({clean:.4g}): faithfulness is "
@@ -204,7 +206,7 @@ def find_circuit(model: Model, prompts, *, method: str = "eap", metric: str = "l
     frame = scores.frame.assign(in_circuit=masks[2])
     if exact:
         checked = exact_edge_effects(model, prompts, frame[frame["in_circuit"]], metric=metric, interval=interval,
-                                     level=level, batch_size=batch_size, progress=progress)
+                                     level=level, corruption=corruption, batch_size=batch_size, progress=progress)
         frame = frame.merge(checked, on=["upstream", "downstream"], how="left")
     meta = {**{k: v for k, v in scores.meta.items() if k not in ("kind", "versions", "created", "seconds")},
             "model": model.spec, "method": method, "metric": metric, "graph": graph.describe(),

@@ -29,7 +29,8 @@ from ...probes.progress import tracked
 from ...probes.readouts.decompose import head_outputs
 from ..metrics import answers, target_metric
 from ..prompt_sets import as_prompt_set, encode
-from .attribution import _ReaderWeights, check_metric, writer_outputs
+from .attribution import _ReaderWeights, check_metric
+from .corruption import Corruption, check_corruption
 from .circuit import EdgeIndex, greedy_edges, top_edges
 from .graph import EdgeGraph
 
@@ -38,17 +39,21 @@ BUILDERS = {"top": top_edges, "greedy": greedy_edges}
 
 
 def circuit_metrics(model: Model, prompts, masks: np.ndarray, *, metric: str = "logit_diff",
-                    batch_size: int | None = None, progress: bool = True) -> np.ndarray:
+                    corruption: str = "prompt", batch_size: int | None = None, progress: bool = True) -> np.ndarray:
     """The metric of every prompt with only the edges of each circuit kept clean: ``masks`` is
     ``[circuits, edges]`` (``graph.edges()`` order); returns ``[circuits, prompts]``. Each (circuit,
-    prompt) is one row of a batched forward."""
+    prompt) is one row of a batched forward; the edges outside a circuit take the ``corruption``'s
+    values (the corrupted prompt's, or the writers' mean outputs)."""
     check_metric(metric)
+    check_corruption(corruption)
     graph = EdgeGraph.of(model)
     masks = np.asarray(masks, dtype=bool)
     if masks.ndim != 2 or masks.shape[1] != graph.n_edges:
         raise HeadscopeError(f"circuit masks must be [circuits, {graph.n_edges}], not {list(masks.shape)}")
     prompts = as_prompt_set(prompts)
-    encoded = encode(model, prompts, foil=metric == "logit_diff", corrupted=True, sets=metric == "prob_diff")
+    encoded = encode(model, prompts, foil=metric == "logit_diff", corrupted=corruption == "prompt",
+                     sets=metric == "prob_diff")
+    source = Corruption(model, encoded, corruption, batch_size)
     index, weights = EdgeIndex(graph), _ReaderWeights(model)
     rows = [(c, i) for i in range(len(prompts)) for c in range(len(masks))]  # prompt-major: few prompts per chunk
     width = max(len(t) for t in encoded.tokens)
@@ -56,8 +61,8 @@ def circuit_metrics(model: Model, prompts, masks: np.ndarray, *, metric: str = "
     for sl in tracked(row_chunks(model, len(rows), width, batch_size, per_row=3), "circuits", disable=not progress):
         circuits, items = (np.array(v) for v in zip(*rows[sl]))
         unique, which = np.unique(items, return_inverse=True)
-        corrupted = writer_outputs(model, model.batch([encoded.corrupted[i] for i in unique]))[:, which]
         batch = model.batch([encoded.tokens[i] for i in items])
+        corrupted = source.outputs(unique, model.batch([encoded.tokens[i] for i in unique]))[:, which]
         outside = torch.from_numpy(~masks[circuits]).to(corrupted.device)  # [rows, edges]: True where patched
         patches = _CircuitPatch(model, graph, index, weights, corrupted, outside).interventions()
         logits = run(model, batch, patches, logits_at=batch.last).logits
