@@ -25,7 +25,7 @@ import torch
 from headscope.circuits.edges import EdgeGraph, circuit_metrics, edge_attribution, exact_edge_effects, prune, top_edges
 from headscope.circuits.edges.faithfulness import FRACTIONS
 from headscope.circuits.metrics import target_metric
-from headscope.circuits.prompt_sets import read_prompt_set
+from headscope.circuits.prompt_sets import keeping_length, read_prompt_set
 from headscope.probes import load_model, run
 
 
@@ -54,9 +54,8 @@ def main() -> None:
     model = load_model(args.model, device=args.device, dtype=args.dtype)
     # the IOI prompts whose corruption has their token length under this model's tokenizer (all of them
     # for the default model; a random model's small tokenizer keeps 6), repeated up to --prompts
-    same = [r for r in read_prompt_set("ioi").records
-            if len(model.tokenize(r["prompt"])) == len(model.tokenize(r["corrupted"]))]
-    prompts = (same * args.prompts)[:args.prompts]
+    kept = keeping_length(model, read_prompt_set("ioi").records)
+    prompts = (kept * args.prompts)[:args.prompts]
     if model.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     batch = model.batch([r["prompt"] for r in prompts])
@@ -77,7 +76,7 @@ def main() -> None:
                  f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB after EAP")
     t_ig, ig = timed(lambda: edge_attribution(model, prompts, method="eap-ig", steps=args.steps, progress=False), 1,
                      model)
-    print(f"{model.spec} on {model.device.type}, {len(prompts)} IOI prompts ({len(same)} distinct), "
+    print(f"{model.spec} on {model.device.type}, {len(prompts)} IOI prompts ({len(kept)} distinct), "
           f"{eap.meta['graph']}")
     print(f"EAP over every edge / bare forward + backward: {t_eap / t_bare:.2f} ({t_eap:.2f} s vs {t_bare:.3f} s); "
           f"{peak}")

@@ -89,6 +89,17 @@ class Encoded:
     foil_sets: list[list[int]] | None = None
 
 
+def answer_metric(records: list[dict]) -> str:
+    """The metric records ask for: ``prob_diff`` when every one gives answer sets, else ``logit_diff``."""
+    return "prob_diff" if all("targets" in r for r in records) else "logit_diff"
+
+
+def keeping_length(model: Model, records: list[dict]) -> list[dict]:
+    """The records whose ``corrupted`` prompt has their prompt's token length under ``model``'s tokenizer
+    (all of a shipped set for the default model; fewer for a random model's small tokenizer)."""
+    return [r for r in records if len(model.tokenize(r["prompt"])) == len(model.tokenize(r["corrupted"]))]
+
+
 def encode(model: Model, prompts: PromptSet, *, foil: bool = False, corrupted: bool = False,
            sets: bool = False) -> Encoded:
     """Tokenize ``prompts``; ``foil`` / ``corrupted``: those fields are required and checked; ``sets``:

@@ -273,8 +273,10 @@ from headscope.probes.readouts.decompose import norm_of  # noqa: E402
 def circuit_loop(model, rec, kept: set) -> float:
     """The plain loop of a circuit run, one prompt: each reader's input moves by the sum, over its writers
     outside ``kept``, of (corrupted output - this run's output), written edge by edge; the writers'
-    outputs are recorded as the forward reaches them. The norms are their formulas (``norm_of``): the
-    bridge's norm modules, called again inside the forward, change what the block computes next."""
+    outputs are recorded as the forward reaches them. The norms are their formulas (``norm_of``): written
+    with the bridge's ``ln2`` module on the stream recorded in the same forward, this loop disagreed with
+    exact patching on MLP edges (cause not found; ``moved_metric`` calls the module on a cached stream
+    and agrees)."""
     graph, L = EdgeGraph.of(model), model.n_layers
     clean, corrupted = model.batch([rec["prompt"]]), model.batch([rec["corrupted"]])
     names = [name for name, _ in graph.writers()]

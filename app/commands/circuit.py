@@ -33,12 +33,12 @@ def arguments(p) -> None:
 
 def run(args) -> None:
     from ...circuits.edges.discovery import find_circuit
-    from ...circuits.prompt_sets import read_prompt_set
+    from ...circuits.prompt_sets import answer_metric, read_prompt_set
 
     prompts = read_prompt_set(args.prompts)  # a malformed file stops here, before the model loads
     metric = args.metric
     if metric == "auto":
-        metric = "prob_diff" if all("targets" in r for r in prompts.records) else "logit_diff"
+        metric = answer_metric(prompts.records)
     if args.corruption == "prompt":
         prompts.require("corrupted", "edge patching from corrupted prompts")
     if metric == "logit_diff":

@@ -243,16 +243,15 @@ def found_circuit(model, name: str):
     """The circuit the page finds for the shipped set ``name``: EAP over its first ``FIND_PROMPTS`` prompts
     whose corrupted prompt keeps their token length under this model's tokenizer, 100 edges, two seeds
     of random circuits, no exact checks (minutes on a CPU for the default model)."""
-    from ...circuits.prompt_sets import PromptSet, read_prompt_set
+    from ...circuits.prompt_sets import PromptSet, answer_metric, keeping_length, read_prompt_set
 
     shipped = read_prompt_set(name)
-    kept = [r for r in shipped.records
-            if len(model.tokenize(r["prompt"])) == len(model.tokenize(r["corrupted"]))][:FIND_PROMPTS]
+    kept = keeping_length(model, shipped.records)[:FIND_PROMPTS]
     if len(kept) < 2:
         raise HeadscopeError(f"only {len(kept)} of the {len(shipped)} {name} prompts keep their corrupted prompt's "
                              f"token length under {model.spec}'s tokenizer; use headscope circuit with a prompt file")
-    metric = "prob_diff" if "targets" in kept[0] else "logit_diff"
-    return find_circuit(model, PromptSet(kept, name), metric=metric, edges=100, seeds=2, exact=False, progress=False)
+    return find_circuit(model, PromptSet(kept, name), metric=answer_metric(kept), edges=100, seeds=2, exact=False,
+                        progress=False)
 
 
 def _height(rows: int) -> dict:

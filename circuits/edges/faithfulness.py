@@ -103,7 +103,7 @@ class _CircuitPatch:
             out.append(Intervention.apply(hooks.resid_pre(l), self._keep(f"pre{l}")))
             for k, (part, n) in enumerate((("q", H), ("k", K), ("v", K))):
                 start = reader + (0 if k == 0 else H + (k - 1) * K)
-                out.append(Intervention.apply(getattr(hooks, part)(l), self._head_input(l, part, start, n, first)))
+                out.append(Intervention.apply(getattr(hooks, part)(l), self._head_input(l, part, start, n)))
             out.append(Intervention.apply(hooks.z(l), self._wrote(
                 first, lambda z, l=l: head_outputs(self.model, l, z)[0].permute(2, 0, 1, 3))))
             out.append(Intervention.apply(hooks.resid_mid(l), self._keep(f"mid{l}")))
@@ -138,7 +138,7 @@ class _CircuitPatch:
             return act
         return keep
 
-    def _head_input(self, layer: int, part: str, start: int, n: int, first: int):
+    def _head_input(self, layer: int, part: str, start: int, n: int):
         w = self.weights.w[part][layer]  # [n, d_model, d_head]
 
         def move(act):
