@@ -1,7 +1,8 @@
 """Next-token metrics shared by the interventions: probability, log-probability, logit difference.
 
 All take the logits of the position being predicted (``[rows, vocab]``) and return one value per row.
-The probability difference of answer sets (``prob_diff``) is read by the edge analyses only.
+The probability difference of answer sets (``prob_diff``) and minus the KL divergence from the clean
+distribution (``kl``) are read by the edge analyses only (``circuits.edges.prompts``).
 """
 
 from __future__ import annotations
@@ -25,8 +26,11 @@ def target_metric(logits: torch.Tensor, metric: str, target_id, foil_id=None) ->
     """The metric of the target in ``logits`` ``[..., vocab]``, computed in float32: one value per
     leading index. Token ids are ints or tensors broadcasting against the leading dimensions;
     ``prob_diff`` (probability of the targets minus that of the foils) takes answer sets as masks
-    ``[..., vocab]`` (``answer_masks``)."""
+    ``[..., vocab]`` (``answer_masks``); ``kl`` (minus KL(clean || these logits)) takes the clean
+    log-probabilities ``[..., vocab]`` as the target."""
     logits = logits.float()
+    if metric == "kl":
+        return -(target_id.exp() * (target_id - torch.log_softmax(logits, dim=-1))).sum(-1)
     if metric == "logit_diff":
         return pick(logits, target_id) - pick(logits, foil_id)
     if metric == "prob_diff":
@@ -54,7 +58,9 @@ def answer_masks(sets: list[list[int]], vocab: int, device) -> torch.Tensor:
 
 def answers(encoded, rows, metric: str, vocab: int, device) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The target and foil of ``rows`` (indices into an ``Encoded`` set) as ``target_metric`` takes them
-    for ``metric``: token ids, or answer masks for ``prob_diff``."""
+    for ``metric``: token ids, answer masks for ``prob_diff``, the clean log-probabilities for ``kl``."""
+    if metric == "kl":
+        return encoded.clean_logprobs[list(rows)].to(device), None
     if metric == "prob_diff":
         return (answer_masks([encoded.target_sets[i] for i in rows], vocab, device),
                 answer_masks([encoded.foil_sets[i] for i in rows], vocab, device))

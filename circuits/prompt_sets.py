@@ -11,9 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..probes import HeadscopeError, Model, Tokens, read_records
 from ..probes.text.prompts import data_file, read_text_file
+
+if TYPE_CHECKING:
+    import torch
 
 
 ANSWER_SETS = ("targets", "foils")
@@ -87,6 +91,7 @@ class Encoded:
     notes: list[str]
     target_sets: list[list[int]] | None = None  # with ``sets``: each record's answer sets
     foil_sets: list[list[int]] | None = None
+    clean_logprobs: torch.Tensor | None = None  # for the KL metric (circuits.edges.prompts): [records, vocab]
 
 
 def answer_metric(records: list[dict]) -> str:

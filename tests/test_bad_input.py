@@ -194,6 +194,8 @@ CASES = [
                                          *OUT], 2, "no_foil.jsonl:1: field 'corrupted' missing"),
     ("circuit-one-seed", ["circuit", *LLAMA, "--prompts", "{in}/circuit.jsonl", "--seeds", "1", *OUT], 2,
      "--seeds must be a whole number of at least 2"),
+    ("circuit-kl-with-eap", ["circuit", *LLAMA, "--prompts", "{in}/circuit.jsonl", "--metric", "kl", *OUT], 2,
+     "metric 'kl' has zero gradient at the clean run"),
     ("circuit-unknown-method", ["circuit", *LLAMA, "--prompts", "{in}/circuit.jsonl", "--method", "acdc", *OUT], 2,
      "'acdc'"),
     # --- heads -------------------------------------------------------------------------------------------------

@@ -59,7 +59,8 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from conftest import ARCHS, DEVICE  # noqa: E402
-from headscope.circuits.edges.attribution import edge_attribution, exact_edge_effects, writer_outputs  # noqa: E402
+from headscope.circuits.edges.attribution import edge_attribution, exact_edge_effects  # noqa: E402
+from headscope.circuits.edges.writers import writer_outputs  # noqa: E402
 from headscope.circuits.edges.faithfulness import circuit_metrics  # noqa: E402
 from headscope.circuits.metrics import target_metric  # noqa: E402
 from headscope.probes import Intervention, run  # noqa: E402
@@ -72,8 +73,15 @@ def ids(model, recs, key):
 
 
 def moved_metric(model, recs, downstream: str, delta: torch.Tensor, alpha) -> torch.Tensor:
-    """The metric of each prompt when only ``downstream``'s input moves by ``alpha * delta`` (a writer's
-    corrupted-minus-clean output): a plain loop's one forward per edge, through the model's own norm modules."""
+    """The logit difference of each prompt when only ``downstream``'s input moves by ``alpha * delta`` (a
+    writer's corrupted-minus-clean output): a plain loop's one forward per edge, through the model's own
+    norm modules."""
+    logits = moved_logits(model, recs, downstream, delta, alpha)
+    return target_metric(logits, "logit_diff", ids(model, recs, "target"), ids(model, recs, "foil"))
+
+
+def moved_logits(model, recs, downstream: str, delta: torch.Tensor, alpha) -> torch.Tensor:
+    """The last position's logits of ``moved_metric``'s runs."""
     batch = model.batch([r["prompt"] for r in recs])
     L, b = model.n_layers, len(recs)
     clean = run(model, batch, record=[hooks.resid_pre(l) for l in range(L)] + [hooks.resid_mid(l) for l in range(L)])
@@ -91,8 +99,7 @@ def moved_metric(model, recs, downstream: str, delta: torch.Tensor, alpha) -> to
         patch = Intervention.apply(getattr(hooks, part)(layer),
                                    lambda sel: sel + (ln1(x + alpha * delta) - ln1(x)) @ w,
                                    heads=torch.full((b,), head))
-    out = run(model, batch, [patch], grad=isinstance(alpha, torch.Tensor), logits_at=batch.last)
-    return target_metric(out.logits, "logit_diff", ids(model, recs, "target"), ids(model, recs, "foil"))
+    return run(model, batch, [patch], grad=isinstance(alpha, torch.Tensor), logits_at=batch.last).logits
 
 
 def edge_gradient(model, recs, downstream: str, delta: torch.Tensor) -> float:
@@ -103,7 +110,7 @@ def edge_gradient(model, recs, downstream: str, delta: torch.Tensor) -> float:
 
 def deltas(model, recs):
     clean, corrupted = (model.batch([r[k] for r in recs]) for k in ("prompt", "corrupted"))
-    return writer_outputs(model, corrupted) - writer_outputs(model, clean)
+    return (writer_outputs(model, corrupted) - writer_outputs(model, clean)).transpose(0, 1)  # [writers, b, p, d]
 
 
 @pytest.fixture(scope="module", params=[a for a in ARCHS if a != "gemma3"])  # Gemma: refused (next test)
@@ -127,11 +134,11 @@ def test_writers_add_up_to_the_residual_stream(edged):
     tiny = edged
     batch = tiny.batch(records(tiny)[0]["prompt"].split("\n"))
     outs = writer_outputs(tiny, batch)
-    assert outs.shape[0] == len(EdgeGraph.of(tiny).writers())
+    assert outs.shape[1] == len(EdgeGraph.of(tiny).writers())
     final = run(tiny, batch, record=[hooks.resid_post(tiny.n_layers - 1)]).cache[hooks.resid_post(tiny.n_layers - 1)]
     biases = sum(block.attn.b_O.detach().float() for block in tiny.bridge.blocks
                  if getattr(block.attn, "b_O", None) is not None)
-    torch.testing.assert_close(outs.sum(0) + biases, final.float(), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(outs.sum(1) + biases, final.float(), rtol=1e-4, atol=1e-4)
 
 
 def test_eap_equals_a_per_edge_autograd_loop(edged):
@@ -219,7 +226,8 @@ def test_exact_edge_patching_equals_one_forward_per_edge(edged):
 
 
 def test_a_direct_edge_to_the_logits_is_the_readout_of_the_moved_final_stream(tiny_llama):
-    from headscope.probes.readouts.decompose import decode
+    from headscope.probes.readouts.components import component_attribution
+    from headscope.probes.readouts.decompose import decode, final_norm, readout
 
     model, recs = tiny_llama, records(tiny_llama)
     head = f"L{model.n_layers - 1}H1"
@@ -234,6 +242,23 @@ def test_a_direct_edge_to_the_logits_is_the_readout_of_the_moved_final_stream(ti
                - target_metric(decode(model, last + delta[torch.arange(len(recs)), batch.last]), "logit_diff", target,
                                foil)).mean()
     assert got["exact_effect"][0] == pytest.approx(float(by_hand), rel=1e-4)
+    # with the final norm's scale frozen at the clean run's, the patch is linear in the head's output: the
+    # head's direct logit attribution on the clean prompt minus that of its corrupted output read through
+    # the clean scale (the components module's DLA on the corrupted prompt, moved from that run's scale)
+    norm, corrupted = final_norm(model), model.batch([r["corrupted"] for r in recs])
+    last_corrupted = run(model, corrupted, record=[hooks.resid_post(model.n_layers - 1)]).cache[
+        hooks.resid_post(model.n_layers - 1)][torch.arange(len(recs)), corrupted.last]
+    scale, scale_corrupted = norm.scale(last), norm.scale(last_corrupted)
+
+    def frozen(x):
+        return target_metric(readout(model).frozen(x, scale), "logit_diff", target, foil)
+
+    frozen_effect = frozen(last) - frozen(last + delta[torch.arange(len(recs)), batch.last])
+    for i, rec in enumerate(recs):
+        dla = [component_attribution(model, rec[key], target=rec["target"], foil=rec["foil"]).frame
+               .set_index("component").loc[head, "dla"] for key in ("prompt", "corrupted")]
+        want = dla[0] - dla[1] * float(scale_corrupted[i] / scale[i])
+        assert float(frozen_effect[i]) == pytest.approx(want, rel=1e-4, abs=1e-6), i
 
 
 @pytest.mark.parametrize("options, message", [
@@ -280,7 +305,7 @@ def circuit_loop(model, rec, kept: set) -> float:
     graph, L = EdgeGraph.of(model), model.n_layers
     clean, corrupted = model.batch([rec["prompt"]]), model.batch([rec["corrupted"]])
     names = [name for name, _ in graph.writers()]
-    corr = dict(zip(names, writer_outputs(model, corrupted)[:, 0]))
+    corr = dict(zip(names, writer_outputs(model, corrupted)[0]))
     now, stream = {}, {}
 
     def shift(reader, layer):
@@ -446,7 +471,8 @@ def test_a_probability_difference_reads_answer_sets(tiny_llama):
     ({"seeds": 1}, "at least 2 seeds"),
     ({"fractions": (0.0, 0.5)}, r"fractions must lie in \(0, 1\]"),
     ({"build": "acdc"}, "unknown circuit builder 'acdc'"),
-    ({"method": "exact", "metric": "kl"}, "unknown metric 'kl'"),
+    ({"method": "exact", "metric": "logits"}, "unknown metric 'logits'"),
+    ({"metric": "kl"}, "metric 'kl' has zero gradient at the clean run"),
 ])
 def test_bad_circuit_options_are_refused(tiny_llama, options, message):
     with pytest.raises(HeadscopeError, match=message):
@@ -480,10 +506,10 @@ def test_mean_corruption_uses_each_writers_mean_over_every_real_token(tiny_llama
     needed."""
     model = tiny_llama
     recs = [{k: v for k, v in r.items() if k != "corrupted"} for r in records(model)]
-    per_prompt = [writer_outputs(model, model.batch([r["prompt"]]))[:, 0] for r in recs]  # [writers, p_i, d]
+    per_prompt = [writer_outputs(model, model.batch([r["prompt"]]))[0] for r in recs]  # [writers, p_i, d]
     mean = torch.cat(per_prompt, dim=1).mean(1)  # [writers, d]
     batch = model.batch([r["prompt"] for r in recs])
-    delta = mean[:, None, None, :] - writer_outputs(model, batch)
+    delta = mean[:, None, None, :] - writer_outputs(model, batch).transpose(0, 1)  # [writers, b, p, d]
     graph = EdgeGraph.of(model)
     index = {name: i for i, (name, _) in enumerate(graph.writers())}
     frame = edge_attribution(model, recs, corruption="mean").frame.set_index(["upstream", "downstream"])
@@ -502,3 +528,41 @@ def test_mean_corruption_uses_each_writers_mean_over_every_real_token(tiny_llama
         assert (clean - got).mean() == pytest.approx(row.exact_effect, rel=1e-3, abs=1e-7)
     with pytest.raises(HeadscopeError, match="unknown corruption 'zero'"):
         edge_attribution(model, recs, corruption="zero")
+
+
+def test_kl_is_the_divergence_each_patch_causes_and_its_circuits_end_at_zero_and_one(tiny_llama):
+    """metric="kl" is minus KL(clean || run) at the last position: an edge's exact effect is the
+    divergence its patch causes (computed here with ``kl_div`` on one forward per edge), the full circuit
+    has metric 0 and faithfulness 1, and the empty one the corrupted run's divergence."""
+    model, recs = tiny_llama, records(tiny_llama)
+    graph = EdgeGraph.of(model)
+    every = exact_edge_effects(model, recs, graph.edges(), metric="kl", progress=False)
+    got = every.iloc[np.r_[every["exact_effect"].nlargest(3).index, [5]]]  # the largest divergences, and one more
+    delta, index = deltas(model, recs), {name: i for i, (name, _) in enumerate(graph.writers())}
+    clean = torch.log_softmax(moved_logits(model, recs, "logits", torch.zeros(()), 0.0).float(), -1)
+
+    def divergence(logits):  # KL(clean || run), one value per prompt
+        return torch.nn.functional.kl_div(torch.log_softmax(logits.float(), -1), clean, log_target=True,
+                                          reduction="none").sum(-1)
+
+    for row in got.itertuples():
+        want = divergence(moved_logits(model, recs, row.downstream, delta[index[row.upstream]], 1.0)).mean()
+        assert row.exact_effect == pytest.approx(float(want), rel=1e-3, abs=1e-6), (row.upstream, row.downstream)
+    assert got["exact_effect"].iloc[0] > 1e-3 and (every["exact_effect"] > -1e-6).all()  # a divergence: >= 0
+    found = find_circuit(model, recs, method="eap-ig", metric="kl", steps=2, edges=40, seeds=2, exact=False)
+    corrupted = model.batch([r["corrupted"] for r in recs])
+    assert found.meta["clean_metric"] == pytest.approx(0.0, abs=1e-6)
+    assert -found.meta["corrupted_metric"] == pytest.approx(
+        float(divergence(run(model, corrupted, logits_at=corrupted.last).logits).mean()), rel=1e-4)
+    assert found.faithfulness["faithfulness"].iloc[-1] == pytest.approx(1.0, abs=1e-4)
+    assert found.frame["effect"].abs().max() > 0  # EAP-IG's gradients are away from the clean run
+
+
+def test_an_empty_circuit_is_the_corrupted_run_and_still_saves_and_draws(tiny_llama, tmp_path):
+    found = find_circuit(tiny_llama, records(tiny_llama), edges=0, fractions=(0.5, 1.0), seeds=2)
+    assert not found.frame["in_circuit"].any() and found.meta["kept_edges"] == 0
+    assert found.meta["circuit_faithfulness"] == pytest.approx(0.0, abs=1e-6)
+    assert found.heads() == [] and found.frame["exact_effect"].isna().all()
+    back = load_result(found.save(tmp_path / "empty"))
+    assert back.meta["kept_edges"] == 0 and len(back.cytoscape()["edges"]) == 0
+    back.plot()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ...circuits.edges.corruption import CORRUPTIONS
 from ...circuits.edges.discovery import METHODS
 from ...circuits.edges.faithfulness import BUILDERS
-from ...circuits.metrics import SET_METRICS
+from ...circuits.edges.prompts import EDGE_METRICS
 from .base import Command
 from .options import at_least, emit, interval_options, load
 
@@ -20,9 +20,10 @@ def arguments(p) -> None:
     p.add_argument("--corruption", default="prompt", choices=CORRUPTIONS,
                    help="an edge's corrupted value: from each record's corrupted prompt, or each writer's mean "
                         "output over the prompts' tokens (mean ablation; no corrupted prompts needed)")
-    p.add_argument("--metric", default="auto", choices=("auto",) + SET_METRICS,
+    p.add_argument("--metric", default="auto", choices=("auto",) + EDGE_METRICS,
                    help="what an edge's effect measures; auto: prob_diff when the prompts give answer sets "
-                        "(greater-than), else logit_diff")
+                        "(greater-than), else logit_diff; kl: the divergence from the clean next-token "
+                        "distribution (with eap-ig or exact)")
     p.add_argument("--edges", type=at_least(0, "--edges"), default=200, help="edges in the chosen circuit")
     p.add_argument("--build", default="top", choices=tuple(BUILDERS),
                    help="top: the edges of largest |effect|; greedy: grown from the logits (both then pruned)")
@@ -33,12 +34,14 @@ def arguments(p) -> None:
 
 def run(args) -> None:
     from ...circuits.edges.discovery import find_circuit
+    from ...circuits.edges.prompts import check_metric
     from ...circuits.prompt_sets import answer_metric, read_prompt_set
 
     prompts = read_prompt_set(args.prompts)  # a malformed file stops here, before the model loads
     metric = args.metric
     if metric == "auto":
         metric = answer_metric(prompts.records)
+    check_metric(metric, args.method)
     if args.corruption == "prompt":
         prompts.require("corrupted", "edge patching from corrupted prompts")
     if metric == "logit_diff":

@@ -36,12 +36,14 @@ from ...probes import HeadscopeError, Intervention, Model, Result, run
 from ...probes.engine.run import row_chunks
 from ...probes.models import hooks
 from ...probes.progress import tracked
-from ...probes.readouts.decompose import head_outputs, norm_of
-from ..metrics import SET_METRICS, answers, target_metric
-from ..prompt_sets import as_prompt_set, encode
+from ...probes.readouts.decompose import norm_of
+from ..metrics import answers, target_metric
+from ..prompt_sets import as_prompt_set
 from ..stats import check_interval, interval_meta, mean_interval
 from .corruption import Corruption, check_corruption
 from .graph import EdgeGraph
+from .prompts import check_metric, edge_prompts
+from .writers import stack_writers, writer_hooks, writer_outputs
 
 METHODS = ("eap", "eap-ig")
 
@@ -95,14 +97,13 @@ def edge_attribution(
     if method == "eap-ig" and (not isinstance(steps, int) or steps < 1):
         raise HeadscopeError(f"steps must be a whole number of at least 1, not {steps!r}")
     check_interval(interval, level)
-    check_metric(metric)
+    check_metric(metric, method)
     check_corruption(corruption)
     graph = EdgeGraph.of(model)
     prompts = as_prompt_set(prompts)
-    encoded = encode(model, prompts, foil=metric == "logit_diff", corrupted=corruption == "prompt",
-                     sets=metric == "prob_diff")
+    encoded = edge_prompts(model, prompts, metric, corruption, batch_size)
     source = Corruption(model, encoded, corruption, batch_size)
-    weights = _ReaderWeights(model)
+    weights = ReaderWeights(model)
     points = [k / steps for k in range(steps)] if method == "eap-ig" else [None]
     width = max(len(t) for t in encoded.tokens)
     per_prompt = []
@@ -116,12 +117,11 @@ def edge_attribution(
         else:
             clean_out = writer_outputs(model, clean)
             grads = sum(reader_gradients(model, clean, weights, ids, metric,
-                                         start=corrupted_out[0] + a * (clean_out[0] - corrupted_out[0]))[0]
+                                         start=corrupted_out[:, 0] + a * (clean_out[:, 0] - corrupted_out[:, 0]))[0]
                         for a in points) / len(points)
-        delta = corrupted_out - clean_out  # [writers, b, p, d]
+        delta = clean_out.neg_().add_(corrupted_out)  # [b, writers, p, d], in the clean outputs' own buffer
         # per prompt, [writers, tokens x d] @ [tokens x d, readers]
-        per_prompt.append(torch.bmm(delta.transpose(0, 1).flatten(2),
-                                    grads.transpose(0, 1).flatten(2).transpose(1, 2)).cpu())
+        per_prompt.append(torch.bmm(delta.flatten(2), grads.flatten(2).transpose(1, 2)).cpu())
     scores = torch.cat(per_prompt)  # [prompts, writers, readers]
     frame = graph.edges()
     heard = np.array([graph.hears(name, layer) for name, layer in graph.readers()])
@@ -158,17 +158,16 @@ def exact_edge_effects(model: Model, prompts, edges: pd.DataFrame, *, metric: st
         if up not in writers or down not in readers or writers[up] >= graph.hears(down, readers[down]):
             raise HeadscopeError(f"{up} -> {down} is not an edge of {model.spec}'s graph ({graph.describe()})")
     prompts = as_prompt_set(prompts)
-    encoded = encode(model, prompts, foil=metric == "logit_diff", corrupted=corruption == "prompt",
-                     sets=metric == "prob_diff")
+    encoded = edge_prompts(model, prompts, metric, corruption, batch_size)
     source = Corruption(model, encoded, corruption, batch_size)
     L = model.n_layers
-    weights = _ReaderWeights(model)
+    weights = ReaderWeights(model)
     names = [h for l in range(L) for h in (hooks.resid_pre(l), hooks.resid_mid(l), hooks.q(l), hooks.k(l), hooks.v(l),
                                            hooks.mlp_in(l))]
     effects = np.zeros((len(prompts), len(edges)))
     for i in tracked(range(len(prompts)), "exact edge patching", unit="prompt", disable=not progress):
         clean = model.batch(encoded.tokens[i:i + 1])
-        delta = source.outputs([i], clean) - writer_outputs(model, clean)  # [writers, 1, p, d]
+        delta = source.outputs([i], clean) - writer_outputs(model, clean)  # [1, writers, p, d]
         out = run(model, clean, record=names, logits_at=clean.last)
         target, foil = answers(encoded, [i], metric, model.vocab_size, out.logits.device)
         base = float(target_metric(out.logits, metric, target, foil)[0])
@@ -177,7 +176,7 @@ def exact_edge_effects(model: Model, prompts, edges: pd.DataFrame, *, metric: st
             rows = model.batch(encoded.tokens[i:i + 1] * len(part))
             grouped: dict[tuple[str, str], list] = {}  # one intervention per hook, a row per edge
             for r, (up, down) in enumerate(zip(part["upstream"], part["downstream"])):
-                hook, op, value, head = _moved_input(model, weights, out.cache, down, delta[writers[up], 0])
+                hook, op, value, head = _moved_input(model, weights, out.cache, down, delta[0, writers[up]])
                 grouped.setdefault((hook, op), []).append((r, value, head))
             patches = [_intervention(hook, op, items) for (hook, op), items in grouped.items()]
             logits = run(model, rows, patches, logits_at=rows.last).logits
@@ -189,12 +188,7 @@ def exact_edge_effects(model: Model, prompts, edges: pd.DataFrame, *, metric: st
     return edges.assign(exact_effect=mean, exact_low=low, exact_high=high)
 
 
-def check_metric(metric: str) -> None:
-    if metric not in SET_METRICS:
-        raise HeadscopeError(f"unknown metric {metric!r}; use one of {', '.join(SET_METRICS)}")
-
-
-def _moved_input(model: Model, weights: "_ReaderWeights", clean: dict, downstream: str, delta: torch.Tensor):
+def _moved_input(model: Model, weights: "ReaderWeights", clean: dict, downstream: str, delta: torch.Tensor):
     """``(hook, op, value, head)`` that moves ``downstream``'s input by ``delta`` (``[p, d]``) in a row
     that is otherwise the clean run (``clean``: its cache of one prompt)."""
     if downstream == "logits":
@@ -220,37 +214,21 @@ def _intervention(hook: str, op: str, items: list) -> Intervention:
     return Intervention.set(hook, values, rows=rows, heads=heads)
 
 
-def writer_outputs(model: Model, batch) -> torch.Tensor:
-    """Every writer's output into the residual stream, ``[writers, batch, pos, d_model]`` in the
-    ``EdgeGraph`` order (output biases, the same on every run, belong to no writer)."""
-    return _stack_writers(model, run(model, batch, record=_writer_hooks(model), logits=False).cache)
-
-
-def _writer_hooks(model: Model) -> list[str]:
-    return [hooks.resid_pre(0)] + [name for l in range(model.n_layers) for name in (hooks.z(l), hooks.mlp_out(l))]
-
-
-def _stack_writers(model: Model, cache: dict) -> torch.Tensor:
-    parts = [cache[hooks.resid_pre(0)].detach().float()[None]]
-    for l in range(model.n_layers):
-        heads = head_outputs(model, l, cache[hooks.z(l)].detach())[0]  # [b, p, H, d]
-        parts += [heads.permute(2, 0, 1, 3), cache[hooks.mlp_out(l)].detach().float()[None]]
-    return torch.cat(parts)
-
-
-class _ReaderWeights:
-    """Each layer's query, key and value weights (``[heads, d_model, d_head]``) and input norms."""
+class ReaderWeights:
+    """Each layer's query, key and value weights (``[heads, d_model, d_head]``; ``qkv``: the three
+    stacked, ``[H + 2K, d_model, d_head]``) and input norms."""
 
     def __init__(self, model: Model):
         bridge = model.bridge
         self.w = {part: getattr(bridge, f"W_{part.upper()}").detach().float() for part in ("q", "k", "v")}
+        self.qkv = [torch.cat([self.w[part][l] for part in ("q", "k", "v")]) for l in range(bridge.cfg.n_layers)]
         self.ln1 = [norm_of(block.ln1) for block in bridge.blocks]
         self.ln2 = [norm_of(block.ln2) for block in bridge.blocks]
 
 
-def reader_gradients(model: Model, batch, weights: _ReaderWeights, ids, metric: str, start: torch.Tensor | None = None,
+def reader_gradients(model: Model, batch, weights: ReaderWeights, ids, metric: str, start: torch.Tensor | None = None,
                      writers: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``∂ metric / ∂ (each reader's input)``, ``[readers, batch, pos, d_model]`` in the ``EdgeGraph``
+    """``∂ metric / ∂ (each reader's input)``, ``[batch, readers, pos, d_model]`` in the ``EdgeGraph``
     order, the metric summed over the batch's rows at their last positions; ``start`` replaces the
     first block's input (EAP-IG's interpolated points). With ``writers``, also this run's
     ``writer_outputs``."""
@@ -263,35 +241,39 @@ def reader_gradients(model: Model, batch, weights: _ReaderWeights, ids, metric: 
     if start is not None:
         start = start.detach().requires_grad_(True)
         interventions = [Intervention.set(hooks.resid_pre(0), start)]
-    kept = _writer_hooks(model) if writers else []
+    kept = writer_hooks(model) if writers else []
     out = run(model, batch, interventions, record=list(dict.fromkeys(qkv + streams + mlp_in + [final] + kept)),
               grad=True, logits_at=batch.last)
     target, foil = (None if i is None else i.to(out.logits.device) for i in ids)
     total = target_metric(out.logits, metric, target, foil).sum()
     wanted = qkv + mlp_in + [final]
     grads = dict(zip(wanted, torch.autograd.grad(total, [out.cache[n] for n in wanted])))
-    parts = []
+    x = out.cache[hooks.resid_pre(0)]
+    per_layer = model.n_heads + 2 * model.n_kv_heads + 1
+    result = torch.empty(x.shape[0], L * per_layer + 1, *x.shape[1:], device=x.device, dtype=torch.float32)
     for l in range(L):
         x = out.cache[hooks.resid_pre(l)]
-        for part in ("q", "k", "v"):
-            cotangent = torch.einsum("bphe,hde->bphd", grads[getattr(hooks, part)(l)].float(),
-                                     weights.w[part][l].to(x.device))
-            parts.append(_through_norm(weights.ln1[l], x, cotangent).permute(2, 0, 1, 3))
-        parts.append(_through_norm(weights.ln2[l], out.cache[hooks.resid_mid(l)],
-                                   grads[mlp_in[l]].float()[:, :, None]).permute(2, 0, 1, 3))
-    parts.append(grads[final].float()[None])
-    return torch.cat(parts), _stack_writers(model, out.cache) if writers else None
+        head_grads = torch.cat([grads[getattr(hooks, part)(l)] for part in ("q", "k", "v")], 2).float()
+        cotangent = torch.einsum("bpne,nde->bnpd", head_grads, weights.qkv[l].to(x.device))
+        at = l * per_layer  # the layer's q, k, v readers (one norm for all), then its MLP
+        _through_norm(weights.ln1[l], x, cotangent, out=result[:, at:at + per_layer - 1])
+        _through_norm(weights.ln2[l], out.cache[hooks.resid_mid(l)], grads[mlp_in[l]].float()[:, None],
+                      out=result[:, at + per_layer - 1:at + per_layer])
+    result[:, -1] = grads[final]
+    return result, stack_writers(model, out.cache) if writers else None
 
 
-def _through_norm(norm, x: torch.Tensor, cotangent: torch.Tensor) -> torch.Tensor:
+def _through_norm(norm, x: torch.Tensor, cotangent: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """The gradient at the norm's input ``x`` ``[b, p, d]`` of each of the cotangents at its output
-    ``[b, p, n, d]`` (one per reader that reads the stream through this norm), ``[b, p, n, d]``.
+    ``[b, n, p, d]`` (one per reader that reads the stream through this norm), written to ``out``
+    ``[b, n, p, d]``.
 
     For ``y = w * c / s + beta`` (``c`` the centred ``x``, ``s`` its root mean square with eps), the
-    gradient at ``c`` is ``(v - n * mean(v * n)) / s`` with ``v = w * u`` and ``n = c / s``; LayerNorm
-    then centres it."""
-    c = norm.centered(x.detach())[:, :, None]  # [b, p, 1, d]
-    s = norm.scale(x.detach())[:, :, None]
-    n, v = c / s, norm.weight.to(x.device) * cotangent.float()
-    grad = (v - n * (v * n).mean(-1, keepdim=True)) / s
-    return grad - grad.mean(-1, keepdim=True) if norm.center else grad
+    gradient at ``c`` is ``(w * u - n * mean(w * u * n)) / s`` with ``n = c / s``; LayerNorm then
+    centres it. The mean is a product over the width, so only two ``[b, n, p, d]`` tensors are made."""
+    c = norm.centered(x.detach())[:, None]  # [b, 1, p, d]
+    s = norm.scale(x.detach())[:, None]  # [b, 1, p, 1]
+    n, w = c / s, norm.weight.to(x.device)
+    mean = torch.einsum("bnpd,bpd->bnp", cotangent, (w * n)[:, 0])[..., None] / x.shape[-1]  # [b, n, p, 1]
+    torch.addcmul(mean * (n / s).neg(), cotangent, w / s, out=out)
+    return out.sub_(out.mean(-1, keepdim=True)) if norm.center else out

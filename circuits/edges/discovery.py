@@ -17,6 +17,7 @@ from .attribution import EdgeScores, edge_attribution, exact_edge_effects
 from .circuit import check_size, prune, top_edges
 from .faithfulness import BUILDERS, FRACTIONS, circuit_metrics
 from .graph import EdgeGraph
+from .prompts import check_metric
 
 METHODS = ("eap", "eap-ig", "exact")
 
@@ -51,8 +52,7 @@ class Circuit(Result):
     def shown(self, n: int) -> pd.DataFrame:
         """The ``n`` edges of largest |effect|, pruned to paths from the input to the logits: the circuit
         of that size, as the curve evaluates it."""
-        graph = EdgeGraph(self.meta["n_layers"], self.meta["n_heads"], self.meta["n_kv_heads"],
-                          self.meta.get("parallel", False))
+        graph = EdgeGraph(self.meta["n_layers"], self.meta["n_heads"], self.meta["n_kv_heads"])
         keep = prune(graph, top_edges(graph, self.frame["effect"].to_numpy(), min(int(n), graph.n_edges)))
         kept = self.frame[keep]
         return kept.reindex(kept["effect"].abs().sort_values(ascending=False).index).reset_index(drop=True)
@@ -165,6 +165,7 @@ def find_circuit(model: Model, prompts, *, method: str = "eap", metric: str = "l
         raise HeadscopeError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
     if build not in BUILDERS:
         raise HeadscopeError(f"unknown circuit builder {build!r}; use one of {', '.join(BUILDERS)}")
+    check_metric(metric, method)
     graph = EdgeGraph.of(model)
     check_size(graph, edges)
     prompts = as_prompt_set(prompts)
@@ -211,7 +212,6 @@ def find_circuit(model: Model, prompts, *, method: str = "eap", metric: str = "l
     meta = {**{k: v for k, v in scores.meta.items() if k not in ("kind", "versions", "created", "seconds")},
             "model": model.spec, "method": method, "metric": metric, "graph": graph.describe(),
             "n_layers": graph.n_layers, "n_heads": graph.n_heads, "n_kv_heads": graph.n_kv_heads,
-            "parallel": graph.parallel,
             "n_edges": graph.n_edges, "build": build, "circuit_edges": edges, "kept_edges": int(masks[2].sum()),
             "circuit_faithfulness": float(chosen), "clean_metric": float(clean), "corrupted_metric": float(corrupted),
             "cpr": cpr, "cmd": cmd, "seeds": seeds, "seed": seed, "prompts": prompts.name, "n_prompts": len(prompts),

@@ -28,11 +28,12 @@ from ...probes.models import hooks
 from ...probes.progress import tracked
 from ...probes.readouts.decompose import head_outputs
 from ..metrics import answers, target_metric
-from ..prompt_sets import as_prompt_set, encode
-from .attribution import _ReaderWeights, check_metric
+from ..prompt_sets import as_prompt_set
+from .attribution import ReaderWeights
 from .corruption import Corruption, check_corruption
 from .circuit import EdgeIndex, greedy_edges, top_edges
 from .graph import EdgeGraph
+from .prompts import check_metric, edge_prompts
 
 FRACTIONS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)  # MIB's circuit sizes
 BUILDERS = {"top": top_edges, "greedy": greedy_edges}
@@ -51,10 +52,9 @@ def circuit_metrics(model: Model, prompts, masks: np.ndarray, *, metric: str = "
     if masks.ndim != 2 or masks.shape[1] != graph.n_edges:
         raise HeadscopeError(f"circuit masks must be [circuits, {graph.n_edges}], not {list(masks.shape)}")
     prompts = as_prompt_set(prompts)
-    encoded = encode(model, prompts, foil=metric == "logit_diff", corrupted=corruption == "prompt",
-                     sets=metric == "prob_diff")
+    encoded = edge_prompts(model, prompts, metric, corruption, batch_size)
     source = Corruption(model, encoded, corruption, batch_size)
-    index, weights = EdgeIndex(graph), _ReaderWeights(model)
+    index, weights = EdgeIndex(graph), ReaderWeights(model)
     rows = [(c, i) for i in range(len(prompts)) for c in range(len(masks))]  # prompt-major: few prompts per chunk
     width = max(len(t) for t in encoded.tokens)
     out = np.zeros((len(masks), len(prompts)))
@@ -62,7 +62,7 @@ def circuit_metrics(model: Model, prompts, masks: np.ndarray, *, metric: str = "
         circuits, items = (np.array(v) for v in zip(*rows[sl]))
         unique, which = np.unique(items, return_inverse=True)
         batch = model.batch([encoded.tokens[i] for i in items])
-        corrupted = source.outputs(unique, model.batch([encoded.tokens[i] for i in unique]))[:, which]
+        corrupted = source.outputs(unique, model.batch([encoded.tokens[i] for i in unique]))[which]  # a copy
         outside = torch.from_numpy(~masks[circuits]).to(corrupted.device)  # [rows, edges]: True where patched
         patches = _CircuitPatch(model, graph, index, weights, corrupted, outside).interventions()
         logits = run(model, batch, patches, logits_at=batch.last).logits
@@ -81,7 +81,7 @@ class _CircuitPatch:
 
     def __init__(self, model, graph, index, weights, corrupted: torch.Tensor, outside: torch.Tensor):
         self.model, self.graph, self.weights = model, graph, weights
-        self.diff = corrupted.transpose(0, 1).contiguous()  # [rows, writers, pos, d]
+        self.diff = corrupted  # [rows, writers, pos, d], changed in place as the forward goes
         self.total = torch.zeros_like(self.diff[:, 0])
         rows, n_writers = self.diff.shape[:2]
         n_readers = len(index.heard)

@@ -22,7 +22,9 @@ shared key or value input is one reader, as the model computes it. SmolLM2-135M 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
+import numpy as np
 import pandas as pd
 
 from ...probes import HeadscopeError
@@ -92,17 +94,8 @@ class EdgeGraph:
 
     def edges(self) -> pd.DataFrame:
         """One row per edge: ``upstream``, ``downstream``, ``upstream_layer``, ``downstream_layer``,
-        readers in forward order and, for each, its writers in forward order."""
-        writers = self.writers()
-        up, down, up_layer, down_layer = [], [], [], []
-        for name, layer in self.readers():
-            heard = writers[:self.hears(name, layer)]
-            up += [w for w, _ in heard]
-            up_layer += [l for _, l in heard]
-            down += [name] * len(heard)
-            down_layer += [layer] * len(heard)
-        return pd.DataFrame({"upstream": up, "downstream": down, "upstream_layer": up_layer,
-                             "downstream_layer": down_layer})
+        readers in forward order and, for each, its writers in forward order (a new frame each call)."""
+        return _edges(self).copy()
 
     def describe(self) -> str:
         kv = ("" if self.n_kv_heads == self.n_heads
@@ -110,3 +103,15 @@ class EdgeGraph:
                    f"each shared by {self.n_heads // self.n_kv_heads} query heads)")
         return (f"{self.n_edges:,} edges from {len(self.writers())} writers to {len(self.readers())} readers "
                 f"({self.n_layers} layers x {self.n_heads} heads{kv})")
+
+
+@lru_cache(maxsize=8)
+def _edges(graph: EdgeGraph) -> pd.DataFrame:
+    """``EdgeGraph.edges``, made once per graph shape (the default model's 70,651 rows took 0.1 s)."""
+    writers, readers = graph.writers(), graph.readers()
+    heard = np.array([graph.hears(name, layer) for name, layer in readers])
+    up = np.concatenate([np.arange(n) for n in heard])
+    names, layers = np.array([w for w, _ in writers], dtype=object), np.array([l for _, l in writers])
+    return pd.DataFrame({"upstream": names[up], "downstream": np.repeat(np.array([r for r, _ in readers], dtype=object),
+                                                                        heard),
+                         "upstream_layer": layers[up], "downstream_layer": np.repeat([l for _, l in readers], heard)})

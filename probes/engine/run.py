@@ -89,26 +89,33 @@ def hook_names(model: Model, patterns: str | Sequence[str]) -> list[str]:
     """TransformerLens hook names matching glob patterns (``blocks.*.hook_resid_post``) or exact names."""
     if isinstance(patterns, str):
         patterns = [p.strip() for p in patterns.split(",") if p.strip()]
-    available = [n for n in model.bridge.hook_dict if model.bridge._gated_hook_reason(n) is None]
+    bridge, available = model.bridge, None
+    every = bridge.hook_dict  # built on each access (with its aliases): once per call
     out: list[str] = []
     for pattern in patterns:
-        matched = [n for n in available if fnmatch.fnmatchcase(n, pattern)]
+        if not any(c in pattern for c in "*?["):  # an exact name: no scan of every hook (EAP records hundreds)
+            matched = [pattern] if pattern in every and bridge._gated_hook_reason(pattern) is None else []
+        else:
+            if available is None:
+                available = [n for n in every if bridge._gated_hook_reason(n) is None]
+            matched = [n for n in available if fnmatch.fnmatchcase(n, pattern)]
         if not matched:
             raise HeadscopeError(
                 f"hook pattern {pattern!r} matches no hook of this model; e.g. blocks.*.hook_resid_post, "
                 "blocks.0.attn.hook_z, blocks.*.hook_mlp_out"
             )
-        out.extend(n for n in matched if n not in out)
-    return _layer_sorted(out)
+        out.extend(matched)
+    return _layer_sorted(list(dict.fromkeys(out)))
 
 
 def _layer_sorted(names: list[str]) -> list[str]:
-    def key(name: str):
+    def key(item: tuple[int, str]):
+        order, name = item
         parts = name.split(".")
         layer = int(parts[1]) if parts[0] == "blocks" and parts[1].isdigit() else (-1 if "embed" in name else 10**6)
-        return layer, names.index(name)
+        return layer, order
 
-    return sorted(names, key=key)
+    return [name for _, name in sorted(enumerate(names), key=key)]
 
 
 def _records(model: Model, record) -> list[tuple[str, Callable | None]]:
