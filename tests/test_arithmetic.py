@@ -143,7 +143,7 @@ def test_neuron_attribution_bad_input(tiny_llama):
 
 
 def test_arithmetic_on_the_default_model(smol, tmp_path):
-    result = arithmetic_heads(smol, ["add"], n=10, modes=("zero", "mean"), ks=(1, 2), seeds=2, neuron_prompts=2,
+    result = arithmetic_heads(smol, ["add"], n=5, modes=("zero", "mean"), ks=(1, 2), seeds=2, neuron_prompts=2,
                               neuron_layers=[20, 29], progress=False)
     solved = result.prompts[(result.prompts["template"] == "fewshot") & result.prompts["correct"]]
     assert len(solved) == result.meta["n_solved"]["add"] > 0
@@ -157,8 +157,8 @@ def test_arithmetic_on_the_default_model(smol, tmp_path):
         mine = result.frame[result.frame["mode"] == mode].merge(sweep, on=["layer", "head"], suffixes=("", "_sweep"))
         assert len(mine) == len(some) and (mine["effect"] - mine["effect_sweep"]).abs().max() < 1e-5
     # attention to operands and operator: the last row's weights over those tokens
-    prompts = arithmetic_prompts(smol, ["add"], n=10)
-    solved_prompts = [p for p, ok in zip(prompts, result.prompts["correct"][:10]) if ok]
+    prompts = arithmetic_prompts(smol, ["add"], n=5)
+    solved_prompts = [p for p, ok in zip(prompts, result.prompts["correct"][:5]) if ok]
     attention = operand_attention(smol, solved_prompts[:1])[0]
     with torch.no_grad():
         pattern = run(smol, smol.batch([solved_prompts[0].prompt]), record="blocks.5.attn.hook_pattern").cache[
@@ -187,7 +187,7 @@ def test_arithmetic_on_the_default_model(smol, tmp_path):
 
 def test_cli_arithmetic(tmp_path):
     out = tmp_path / "arith"
-    proc = cli("arithmetic", "--model", "default", "--ops", "add", "--n", "6", "--modes", "zero", "--k", "1",
+    proc = cli("arithmetic", "--model", "default", "--ops", "add", "--n", "4", "--modes", "zero", "--k", "1",
                "--control-seeds", "1", "--neuron-prompts", "1", "--neuron-layers", "29", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "add: top heads" in proc.stdout

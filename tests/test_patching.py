@@ -70,7 +70,7 @@ def test_activation_patching_equals_transformer_lens_random_model(tiny):
 
 def test_activation_patching_equals_transformer_lens_default_model(smol):
     ours = check_against_transformer_lens(smol, "The capital of France is the city of", "The capital of Italy is the city of",
-                                          " Paris", " Rome", ("resid", "heads"))
+                                          " Paris", " Rome", ("heads",))  # resid: the random models' test
     assert ours.meta["clean_metric"] > 0 > ours.meta["corrupted_metric"]
 
 

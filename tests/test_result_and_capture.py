@@ -74,7 +74,8 @@ def test_capture_equals_engine_cache(tiny, positions):
     for row in acts.frame.itertuples():
         direct = run(tiny, tiny.batch([PROMPTS[row.prompt]]), record=hooks).cache
         for hook in hooks:
-            torch.testing.assert_close(acts[hook][row.Index], direct[hook][0, row.position], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(acts[hook][row.Index], direct[hook][0, row.position].cpu(), atol=1e-5, rtol=1e-5)
+        assert row.token == tiny.tokenizer.decode([tiny.tokenize(PROMPTS[row.prompt]).ids[row.position]])
     lengths = [len(tiny.tokenize(p)) for p in PROMPTS]
     expected = {"last": len(PROMPTS), "all": sum(lengths), (1, 3): sum(min(n, 3) - 1 for n in lengths)}[positions]
     assert len(acts.frame) == expected

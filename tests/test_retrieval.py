@@ -227,7 +227,7 @@ def test_retrieval_head_summary_intervals_match_scipy(tiny_llama):
         assert (row["ci_low"], row["ci_high"]) == pytest.approx(t_band(values), abs=1e-12)
 
 
-def test_cli_retrieval_and_mask(tmp_path):
+def test_cli_retrieval_and_mask(tmp_path, capsys):
     out = cli("retrieval", "--model", "random:qwen2", "--lengths", "200,260", "--depths", "0,1", "--max-new-tokens",
               "8", "--out", str(tmp_path / "r"))
     assert out.returncode == 0, out.stderr
@@ -247,8 +247,18 @@ def test_cli_retrieval_and_mask(tmp_path):
                           (["--mode", "beam"], "invalid choice: 'beam'"),
                           (["--interval", "normal"], "invalid choice: 'normal'"),
                           (["--level", "95"], "confidence level between 0 and 1")]:
-        out = cli("retrieval", "--model", "random:qwen2", *args, "--out", str(tmp_path / "x"))
-        assert out.returncode == 2 and message in out.stderr and not (tmp_path / "x").exists()
-    out = cli("retrieval-mask", "--model", "random:qwen2", "--heads", str(tmp_path / "r"), "--k", "99",
-              "--lengths", "200", "--depths", "0.5", "--out", str(tmp_path / "y"))
-    assert out.returncode == 2 and "k values [99]" in out.stderr
+        code = in_process("retrieval", "--model", "random:qwen2", *args, "--out", str(tmp_path / "x"))
+        assert code == 2 and message in capsys.readouterr().err and not (tmp_path / "x").exists()
+    code = in_process("retrieval-mask", "--model", "random:qwen2", "--heads", str(tmp_path / "r"), "--k", "99",
+                      "--lengths", "200", "--depths", "0.5", "--out", str(tmp_path / "y"))
+    assert code == 2 and "k values [99]" in capsys.readouterr().err
+
+
+def in_process(*args) -> int:
+    """The command's exit status, run in this process (no interpreter start per mistake)."""
+    from headscope.app.cli import main
+
+    try:
+        return main(list(args))
+    except SystemExit as stop:  # argparse's own usage errors
+        return stop.code

@@ -157,22 +157,29 @@ def capture(
     frames, kept = [], {n: [] for n in names}
     try:
         for sl in tracked(slices, desc="capture", unit="batch", disable=not progress):
-            batch = model.batch(toks[sl])
-            rows, pos = _row_positions(batch, positions)
+            rows, pos = _row_positions([len(t) for t in toks[sl]], positions)
             if len(rows) == 0:
                 continue
-            keep = lambda n, a: _select(n, a, rows.to(a.device), pos.to(a.device), head_index, longest)  # noqa: E731
-            result = run(model, batch, record=Record(names, keep=keep))
-            ids = batch.input_ids[rows, pos].tolist()
+            batch = model.batch(toks[sl])
+            # indices on the model's device before the forward: a copy inside a hook would wait for the GPU
+            at = [None if i is None else i.to(model.device) for i in (rows, pos, head_index)]
+            keep = lambda n, a: _select(n, a, *(None if i is None else i.to(a.device) for i in at), longest)  # noqa: E731
+            result = run(model, batch, record=Record(names, keep=keep), logits=False)  # stops after the last hook
+            ids = [toks[sl][r].ids[p] for r, p in zip(rows.tolist(), pos.tolist())]  # from the CPU tokens
             frame = pd.DataFrame({"prompt": (rows + sl.start).tolist(), "position": pos.tolist(),
                                   "token": [model.tokenizer.decode([i]) for i in ids]})
-            values = {n: result.cache[n].to("cpu" if device == "cpu" else model.device) for n in names}
+            # kept in memory, the copies to the host are queued behind the forward, not waited for: the
+            # next batch's forward is launched meanwhile (synchronised once, before the tensors are read)
+            values = {n: result.cache[n].to("cpu" if device == "cpu" else model.device, non_blocking=writer is None)
+                      for n in names}
             if writer is not None:
                 writer.add(frame, values)
             else:
                 frames.append(frame)
                 for n in names:
                     kept[n].append(values[n])
+        if model.device.type == "cuda":  # the queued copies to the host are done
+            torch.cuda.synchronize(model.device)
         meta["seconds"] = round(time.perf_counter() - started, 3)
         if writer is not None:
             return writer.finish(meta)
@@ -184,12 +191,12 @@ def capture(
     return Activations(frame, meta, {n: torch.cat(v) for n, v in kept.items() if v})
 
 
-def _row_positions(batch, positions) -> tuple[torch.Tensor, torch.Tensor]:
-    lengths = batch.lengths.cpu()
+def _row_positions(lengths: list[int], positions) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (row, position) pairs of a batch of prompts of ``lengths`` tokens that ``positions`` keeps."""
     if positions == "last":
-        return torch.arange(len(lengths)), lengths - 1
+        return torch.arange(len(lengths)), torch.tensor(lengths) - 1
     rows, pos = [], []
-    for r, n in enumerate(lengths.tolist()):
+    for r, n in enumerate(lengths):
         start, end = (0, n) if positions == "all" else (max(0, positions[0]), min(n, positions[1]))
         rows += [r] * max(0, end - start)
         pos += list(range(start, end))
