@@ -1,4 +1,6 @@
 """Retrieval-head scoring: time and peak memory against plain SDPA greedy generation of the same tokens.
+Each of ``--lengths`` is a whole context: the prompt (haystack, needle, question) and the
+``--max-new-tokens`` answer budget.
 
 For each context length, one needle test: greedy retrieval scoring (SDPA prefill, then every decoding
 step's attention rows computed from the cached keys and reduced to their argmax) vs the same greedy
@@ -65,7 +67,8 @@ def main() -> None:
     needle = read_needles()[0]
     print(f"{args.model} on {model.device} ({args.dtype}), {args.max_new_tokens} new tokens at most")
     for length in (int(x) for x in args.lengths.split(",")):
-        test = build_test(model, length, 0.5, needle)
+        # the length is the whole context: the haystack, needle and question, and the answer's budget
+        test = build_test(model, length - args.max_new_tokens, 0.5, needle)
         scored_s, scored_mem, (_, new) = measure(model, lambda: score_greedy(model, test, args.max_new_tokens))
         plain_s, plain_mem, plain = measure(model, lambda: generate(model, [test.tokens], args.max_new_tokens,
                                                                       stop=has_newline))

@@ -50,6 +50,27 @@ def test_sdpa_hooks_carry_eager_values(tiny):
             torch.testing.assert_close(sdpa[name][mask], eager[name][mask], atol=2e-5, rtol=1e-4, msg=name)
 
 
+def test_delegation_is_refused_when_one_layers_attention_computes_otherwise(tiny_llama, monkeypatch):
+    """The probe compares each layer's delegated attention with the eager one on the eager run's own
+    input to it: the HF attention of the last layer alone made 1% off takes delegation away."""
+    from headscope.probes.engine.run import probe_sdpa_hooks
+
+    monkeypatch.setattr(tiny_llama, "sdpa_hooks", tiny_llama.sdpa_hooks)  # the probe changes them as it runs
+    delegated = probe_sdpa_hooks(tiny_llama)
+    assert hooks.z(0) in delegated
+    hf_attention = tiny_llama.bridge.blocks[-1].attn.original_component
+    forward = hf_attention.forward
+
+    def off(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        return (out[0] * 1.01, *out[1:])
+
+    with monkeypatch.context() as patch:
+        patch.setattr(hf_attention, "forward", off)
+        assert probe_sdpa_hooks(tiny_llama) == frozenset()
+    assert probe_sdpa_hooks(tiny_llama) == delegated
+
+
 def test_attention_choice(tiny_llama):
     assert choose_attention(tiny_llama, ["blocks.0.hook_resid_post"]) == "sdpa"
     assert choose_attention(tiny_llama, ["blocks.0.attn.hook_pattern"]) == "eager"

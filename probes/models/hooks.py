@@ -56,6 +56,11 @@ def pattern(layer: int) -> str:
     return block(layer, "attn.hook_pattern")
 
 
+def attn_hook_in(layer: int) -> str:
+    """The attention module's input hook (the normalised stream it reads)."""
+    return block(layer, "attn.hook_in")
+
+
 def attn_hook_out(layer: int) -> str:
     """The attention module's own output hook (before a post-attention norm, where the model has one)."""
     return block(layer, "attn.hook_out")

@@ -2,8 +2,8 @@
 
 Spec ``random:<name>``: ``llama``, ``gpt2``, ``qwen2``, ``gemma3`` are a few layers and heads wide
 (with grouped-query attention, biases, sliding windows where the architecture has them);
-``llama-1b`` is a Llama-shaped 1.2B model for benchmarks, where timing does not depend on the
-weights. Weights are drawn from the given seed. The tokenizer is a small byte-level BPE that
+``llama-1b`` is a Llama-shaped 1.2B model and ``llama-8b`` a Llama-3-8B-shaped one (140k positions) for
+benchmarks, where timing does not depend on the weights. Weights are drawn from the given seed. The tokenizer is a small byte-level BPE that
 headscope trains on text it generates, saved to the cache so the bridge can reload it offline.
 """
 
@@ -32,6 +32,9 @@ CONFIGS: dict[str, tuple[str, dict]] = {
     "llama-1b": ("LlamaConfig", dict(vocab_size=32768, hidden_size=2048, intermediate_size=8192,
                                      num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
                                      max_position_embeddings=32768)),
+    "llama-8b": ("LlamaConfig", dict(vocab_size=32768, hidden_size=4096, intermediate_size=14336,
+                                     num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+                                     rope_theta=500000.0, max_position_embeddings=140000)),
 }
 
 
