@@ -52,12 +52,12 @@ def test_sdpa_hooks_carry_eager_values(tiny):
 
 def test_delegation_is_refused_when_one_layers_attention_computes_otherwise(tiny_llama, monkeypatch):
     """The probe compares each layer's delegated attention with the eager one on the eager run's own
-    input to it: the HF attention of the last layer alone made 1% off takes delegation away."""
+    input to it: the HF attention of the last layer alone made 1% off takes delegation away. It finds
+    the load-time set again and leaves the model's own set as it was."""
     from headscope.probes.engine.run import probe_sdpa_hooks
 
-    monkeypatch.setattr(tiny_llama, "sdpa_hooks", tiny_llama.sdpa_hooks)  # the probe changes them as it runs
     delegated = probe_sdpa_hooks(tiny_llama)
-    assert hooks.z(0) in delegated
+    assert delegated == tiny_llama.sdpa_hooks and hooks.z(0) in delegated
     hf_attention = tiny_llama.bridge.blocks[-1].attn.original_component
     forward = hf_attention.forward
 
@@ -67,7 +67,7 @@ def test_delegation_is_refused_when_one_layers_attention_computes_otherwise(tiny
 
     with monkeypatch.context() as patch:
         patch.setattr(hf_attention, "forward", off)
-        assert probe_sdpa_hooks(tiny_llama) == frozenset()
+        assert probe_sdpa_hooks(tiny_llama) == frozenset() and tiny_llama.sdpa_hooks == delegated
     assert probe_sdpa_hooks(tiny_llama) == delegated
 
 

@@ -228,15 +228,16 @@ def probe_sdpa_hooks(model: Model) -> frozenset[str]:
     every = [n for n in model.bridge.hook_dict if model.bridge._gated_hook_reason(n) is None]
     layers = range(model.n_layers)
     ins, outs = [hooks.attn_hook_in(l) for l in layers], [hooks.attn_hook_out(l) for l in layers]
-    model.sdpa_hooks = frozenset()
+    before, model.sdpa_hooks = model.sdpa_hooks, frozenset()
     try:
         eager = run(model, batch, record=every, attention="eager")
         model.sdpa_hooks = frozenset(every)  # let the probe runs fire whatever they can
         sdpa = run(model, batch, record=every, attention="sdpa")
         fed = run(model, batch, [Intervention.set(n, eager.cache[n]) for n in ins], record=outs, attention="sdpa")
     except Exception:  # an architecture whose HF attention cannot be delegated keeps eager
-        model.sdpa_hooks = frozenset()
         return frozenset()
+    finally:
+        model.sdpa_hooks = before  # the caller sets what the probe found
     tol = 1e-4 if model.dtype == torch.float32 else 3e-2
     for name in outs:
         want = eager.cache[name].float()
