@@ -82,9 +82,8 @@ def haystack_ids(model: Model, n: int, seed: int) -> list[int]:
 
 def build_test(model: Model, length: int, depth: float, needle: Needle, *, seed: int = 0,
                chat: bool | None = None) -> NeedleTest:
-    """One test prompt of at most ``length`` tokens (the haystack fills what the needle, question and
-    template leave) with ``needle`` at ``depth`` of the haystack; ``chat``: use the model's chat template
-    (default: when it has one)."""
+    """One test prompt of about ``length`` tokens with ``needle`` at ``depth`` of the haystack;
+    ``chat``: use the model's chat template (default: when it has one)."""
     if isinstance(length, bool) or not isinstance(length, int) or length < 1:
         raise HeadscopeError(f"context length {length!r} must be a positive number of tokens")
     if length > model.n_ctx:
@@ -100,15 +99,14 @@ def build_test(model: Model, length: int, depth: float, needle: Needle, *, seed:
     if budget < 0:
         raise HeadscopeError(f"context length {length} is too short for the needle, question and template "
                              f"({overhead} tokens)")
-    while True:  # text re-tokenized at the haystack's seams can come out longer: shrink it until it fits
-        prompt = _test_prompt(model, haystack_ids(model, budget, seed), depth, needle, chat)
-        n = len(model.tokenizer(prompt)["input_ids"])
-        if n <= length or budget == 0:
-            break
-        budget = max(0, budget - (n - length))
-    if n > length:
-        raise HeadscopeError(f"context length {length} is too short for the needle, question and template "
-                             f"({n} tokens with no haystack)")
+    ids = haystack_ids(model, budget, seed)
+    cut = len(ids) if depth >= 1.0 else int(len(ids) * depth)
+    while 0 < cut < len(ids) and not model.tokenizer.decode(ids[cut - 1:cut]).rstrip().endswith(SENTENCE_ENDS):
+        cut -= 1
+    before, after = model.tokenizer.decode(ids[:cut]), model.tokenizer.decode(ids[cut:])
+    context = (before.rstrip() + " " if before.strip() else "") + needle.needle + (
+        " " + after.lstrip() if after.strip() else "")
+    prompt = _prompt(model, context, needle.question, chat)
     tokens = model.tokenize(prompt)
     at = prompt.rindex(needle.needle) + needle.needle.index(needle.real_needle)
     positions = tokens.positions_of(at, at + len(needle.real_needle))
@@ -139,17 +137,6 @@ def _prompt(model: Model, context: str, question: str, chat: bool) -> str:
     return model.tokenizer.apply_chat_template(
         [{"role": "user", "content": CHAT_TEMPLATE.format(context=context, question=question)}],
         tokenize=False, add_generation_prompt=True)
-
-
-def _test_prompt(model: Model, ids: list[int], depth: float, needle: Needle, chat: bool) -> str:
-    """The haystack ``ids`` with the needle put at the sentence end nearest below ``depth``, and the question."""
-    cut = len(ids) if depth >= 1.0 else int(len(ids) * depth)
-    while 0 < cut < len(ids) and not model.tokenizer.decode(ids[cut - 1:cut]).rstrip().endswith(SENTENCE_ENDS):
-        cut -= 1
-    before, after = model.tokenizer.decode(ids[:cut]), model.tokenizer.decode(ids[cut:])
-    context = (before.rstrip() + " " if before.strip() else "") + needle.needle + (
-        " " + after.lstrip() if after.strip() else "")
-    return _prompt(model, context, needle.question, chat)
 
 
 def _count(model: Model, text: str) -> int:

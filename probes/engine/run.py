@@ -225,15 +225,14 @@ def probe_sdpa_hooks(model: Model) -> frozenset[str]:
     by 6.9% of its largest logit against a 3% tolerance, lost delegation, and its retrieval scans were
     refused."""
     batch = model.batch(["The quick brown fox jumps over the lazy dog"])
-    every = [n for n in model.bridge.hook_dict if model.bridge._gated_hook_reason(n) is None]
+    every = hook_names(model, "*")
     layers = range(model.n_layers)
     ins, outs = [hooks.attn_hook_in(l) for l in layers], [hooks.attn_hook_out(l) for l in layers]
     before, model.sdpa_hooks = model.sdpa_hooks, frozenset()
     try:
         eager = run(model, batch, record=every, attention="eager")
-        model.sdpa_hooks = frozenset(every)  # let the probe runs fire whatever they can
-        sdpa = run(model, batch, record=every, attention="sdpa")
-        fed = run(model, batch, [Intervention.set(n, eager.cache[n]) for n in ins], record=outs, attention="sdpa")
+        model.sdpa_hooks = frozenset(every)  # let the probe run fire whatever it can
+        sdpa = run(model, batch, [Intervention.set(n, eager.cache[n]) for n in ins], record=every, attention="sdpa")
     except Exception:  # an architecture whose HF attention cannot be delegated keeps eager
         return frozenset()
     finally:
@@ -241,7 +240,7 @@ def probe_sdpa_hooks(model: Model) -> frozenset[str]:
     tol = 1e-4 if model.dtype == torch.float32 else 3e-2
     for name in outs:
         want = eager.cache[name].float()
-        if (fed.cache[name].float() - want).abs().max() > tol * want.abs().max().clamp_min(1e-6):
+        if (sdpa.cache[name].float() - want).abs().max() > tol * want.abs().max().clamp_min(1e-6):
             return frozenset()
     return frozenset(n for n, t in sdpa.cache.items() if n in eager.cache and eager.cache[n].shape == t.shape)
 
