@@ -12,6 +12,7 @@ cancel button.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -28,6 +29,8 @@ from .views import attention, circuit, heads, lens, runs, trace
 from .widgets import guarded
 
 VIEWS = (attention, lens, trace, heads, circuit, runs)
+RENDERED = (attention, lens, heads, circuit, runs)  # views drawn from their tab's view state (trace: on request)
+OPEN = {view.TAB: view for view in RENDERED}
 CONTROLS = [control for view in VIEWS for control in view.CONTROLS]  # their values are view state, in the URL
 BY_ID = {control.id: control for control in CONTROLS}
 CHOOSERS = [control for control in CONTROLS if control.choices]  # dropdowns: their options come with a link
@@ -60,6 +63,7 @@ def _layout(default_model: str) -> html.Div:
     return html.Div(className="page", children=[
         dcc.Location(id="url", refresh=False),
         dcc.Store(id="view", data=state.default_view(default_model, CONTROLS)),
+        *[dcc.Store(id=state.tab_view(view.TAB)) for view in RENDERED],
         dcc.Store(id="autorun"),
         dcc.Store(id="model-store"),
         dcc.Interval(id="model-poll", interval=400),
@@ -79,7 +83,7 @@ def _layout(default_model: str) -> html.Div:
             html.Div(id="prompt-error"),
             html.Div(id="tokens", className="tokens"),
             dcc.Store(id="token-click"),  # {"index": i}, written by the strip's click handler (assets)
-            dcc.Store(id="tokens-drawn"),  # the (model, prompt) the strip shows
+            dcc.Store(id="tokens-data"),  # the strip's tokens and the (model, prompt) they are of
         ]),
         dcc.Tabs(id="tabs", value="attention", children=[
             dcc.Tab(label=view.LABEL, value=view.TAB, children=view.layout()) for view in VIEWS]),
@@ -150,6 +154,8 @@ def _register_core(app: Dash, session: ModelSession, default_model: str, runs_ro
             control = BY_ID[trigger]
             view[control.key] = control.clean(values[CONTROLS.index(control)])
         session.load(view["model"])
+        if view != before and hasattr(OPEN.get(view["tab"]), "prefetch"):  # a round trip before its render asks
+            OPEN[view["tab"]].prefetch(session, view)
         # controls take the view's values only when the view came from elsewhere (the URL, a click on a
         # figure): echoing a control's own value back would undo what the user is typing. Only this
         # callback writes them: a dropdown's options callback writes its options alone (had it written the
@@ -206,25 +212,32 @@ def _register_core(app: Dash, session: ModelSession, default_model: str, runs_ro
             raise PreventUpdate
         return options
 
-    @app.callback(Output("tokens", "children"), Output("tokens-drawn", "data"), Output("prompt-error", "children"),
-                  Input("view", "data"), Input("model-store", "data"), State("tokens-drawn", "data"))
-    @guarded(outputs=3, error_at=2)
-    def token_strip(view, store, drawn):
-        """The prompt's tokens, drawn again only for a new prompt or model (the chosen one is marked in
-        the page by ``assets/tokens.js``): plain spans, one click handler for them all."""
+    @app.callback(Output("tokens-data", "data"), Output("prompt-error", "children"), Input("view", "data"),
+                  Input("model-store", "data"), State("tokens-data", "data"))
+    @guarded(outputs=2, error_at=1)
+    def token_strip(view, store, held):
+        """The prompt's tokens (each one's text as shown and its id), sent again only for a new prompt or
+        model; ``assets/tokens.js`` draws them as plain spans with one click handler, and marks the chosen
+        one in place (Dash's components for hundreds of spans took the browser a core during the forward)."""
         if not (store or {}).get("loaded"):
-            return [], None, ""
+            return None, ""
         key = [store["loaded"], view["prompt"]]
-        if key == drawn:
+        if held and held["key"] == key:
             raise PreventUpdate
         toks = session.tokens(view["prompt"])
-        spans = [html.Span(text if text.strip() else repr(text)[1:-1] or "\u2423", title=f"position {i}, id {tid}",
-                           className="token selected" if view.get("dest") == i else "token", **{"data-index": i})
-                 for i, (text, tid) in enumerate(zip(toks.strings, toks.ids))]
-        return [html.Span(f"{len(toks)} tokens: ", className="muted")] + spans, key, ""
+        return {"key": key, "ids": toks.ids,
+                "text": [text if text.strip() else repr(text)[1:-1] or "\u2423" for text in toks.strings]}, ""
 
-    app.clientside_callback("function (view) { return window.headscopeTokens.mark(view && view.dest); }",
-                            Output("tokens", "title"), Input("view", "data"))
+    app.clientside_callback("function (strip, view) { return window.headscopeTokens.show(strip, view && view.dest); }",
+                            Output("tokens", "title"), Input("tokens-data", "data"), Input("view", "data"))
+
+    # the view state goes to the open tab's store only (and the others are emptied once), so a new prompt
+    # or selection calls the open view's callbacks alone, not a request per view that would do nothing
+    tabs = [view.TAB for view in RENDERED]
+    app.clientside_callback(
+        "function (view, ...held) { return window.headscopeTabs.route(view, %s, held); }" % json.dumps(tabs),
+        *[Output(state.tab_view(tab), "data") for tab in tabs], Input("view", "data"),
+        *[State(state.tab_view(tab), "data") for tab in tabs])
 
 
 def structure_choices(session: ModelSession, spec: str | None) -> tuple[list, list] | None:

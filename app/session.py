@@ -99,6 +99,19 @@ class ModelSession:
                 self._memo.popitem(last=False)
             return value
 
+    def prefetch(self, key: tuple, compute: Callable[[Model], Any]) -> None:
+        """Start ``memo(key, compute)`` in a thread, so a view's own call, arriving a round trip later,
+        finds it done or running (it waits on the model's lock). A failure is not remembered: the view's
+        call computes again and reports it."""
+        if self.model is None:
+            return
+
+        def fill() -> None:
+            with contextlib.suppress(Exception):
+                self.memo(key, compute)
+
+        threading.Thread(target=fill, daemon=True).start()
+
     def tokens(self, prompt: str):
         """The loaded model's tokenization of ``prompt`` (memoised), without waiting for the model."""
         model = self.model

@@ -19,6 +19,12 @@ DEFAULT_PROMPT = "The Eiffel Tower is located in the city of"
 BASE = ("model", "prompt", "layer", "head", "tab", "dest")
 
 
+def tab_view(tab: str) -> str:
+    """The id of the store that holds the view state while ``tab`` is open (None while it is not): a
+    view renders from it, so a change of the view state calls only the open tab's callbacks."""
+    return f"view-{tab}"
+
+
 @dataclass(frozen=True)
 class Control:
     """One view control whose value is part of the view state: URL key ``key``, component ``id``'s

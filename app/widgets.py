@@ -52,6 +52,13 @@ def loading(child, **kwargs):
     return dcc.Loading(child, delay_show=1000, **kwargs)
 
 
+def open_tab(view: dict | None, tab: str) -> dict:
+    """The view state of an open ``tab`` (from its ``state.tab_view`` store); stops the callback otherwise."""
+    if not view or view.get("tab") != tab:
+        raise PreventUpdate
+    return view
+
+
 def needs_model(store: dict | None) -> None:
     """Stop a view's callback until a model is loaded."""
     if not (store or {}).get("loaded"):

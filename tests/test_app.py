@@ -91,6 +91,8 @@ def test_prompt_attention_and_shared_url(page):
     # a token of the strip picks the destination of the per-token view
     page.d.find_elements("css selector", "#tokens .token")[4].click()
     page.wait(lambda: "dest=4" in page.d.current_url, what="dest in the URL")
+    marked = page.d.find_elements("css selector", "#tokens .token.selected")
+    assert [m.get_attribute("data-index") for m in marked] == ["4"]
     token_view = page.wait(lambda: (f := page.figure("attn-token")) and "4:" in f[0]["title"] and f,
                            what="the per-token view")
     assert token_view[0]["x"] == n
@@ -110,6 +112,15 @@ def test_prompt_attention_and_shared_url(page):
     page.tab("Attention")
     pattern = page.wait(lambda: (f := page.figure("attn-pattern")) and "L2H1" in f[0]["title"] and f)
     assert pattern[0]["cols"] == n
+    # a prompt run while another tab is open reaches the attention view when its tab opens again
+    page.tab("Lens")
+    other = "the old mill"
+    m = len(load_model("random:llama").tokenize(other))
+    page.type("prompt", other)
+    page.click("prompt-run")
+    page.wait(lambda: token_count(page) == m and page.figure("lens-grid"), what="the new prompt's lens")
+    page.tab("Attention")
+    page.wait(lambda: (f := page.figure("attn-pattern")) and f[0]["cols"] == m, what="the new prompt's pattern")
 
 
 def test_causal_trace_and_heads(page):

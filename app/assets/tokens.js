@@ -1,7 +1,28 @@
-// The token strip: one click handler for every token (a token's position is its data-index), and the
+// The token strip: drawn here as plain spans from the tokens the server sends (a token's position is
+// its data-index), again only for a new prompt or model; one click handler for every token, and the
 // chosen destination marked in place, so choosing a token never re-draws the strip.
 window.headscopeTokens = {
-    mark: function (dest) {
+    show: function (strip, dest) {
+        const box = document.getElementById("tokens");
+        const key = strip ? JSON.stringify(strip.key) : "";
+        if (box && box.dataset.drawn !== key) {
+            box.dataset.drawn = key;
+            box.replaceChildren();
+            if (strip) {
+                const count = document.createElement("span");
+                count.className = "muted";
+                count.textContent = strip.text.length + " tokens: ";
+                box.appendChild(count);
+                strip.text.forEach(function (text, i) {
+                    const span = document.createElement("span");
+                    span.className = "token";
+                    span.dataset.index = i;
+                    span.title = "position " + i + ", id " + strip.ids[i];
+                    span.textContent = text;
+                    box.appendChild(span);
+                });
+            }
+        }
         document.querySelectorAll("#tokens .token").forEach(function (span) {
             span.classList.toggle("selected", Number(span.dataset.index) === dest);
         });

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from dash import Input, Output, dcc, html
 from dash.exceptions import PreventUpdate
 
 from ...probes.readouts.attention import attention_views
 
 from .. import exports
-from ..state import Control
-from ..widgets import loading, guarded, needs_model
+from ..state import Control, tab_view
+from ..widgets import loading, guarded, needs_model, open_tab
 
 TAB, LABEL = "attention", "Attention"
 def head_choices(session, _runs_root, view: dict) -> list | None:
@@ -57,20 +59,34 @@ def register(app, session, runs_root) -> None:
         return options
 
     @app.callback(Output("attn-grid", "figure"), Output("attn-pattern", "figure"), Output("attn-token", "figure"),
-                  Output(f"{TAB}-shown", "data"), Output("attn-error", "children"), Input("view", "data"),
+                  Output(f"{TAB}-shown", "data"), Output("attn-error", "children"), Input(tab_view(TAB), "data"),
                   Input("model-store", "data"))
     @guarded(outputs=5, error_at=4)
     def render(view, store):
         needs_model(store)
-        if view["tab"] != TAB:
-            raise PreventUpdate
-        heads = [view["head"]] + [h for h in view.get(COMPARE.key) or [] if h != view["head"]]
-        n = len(session.tokens(view["prompt"]))
-        dest = view.get("dest")
-        dest = n - 1 if dest is None or not 0 <= dest < n else dest
-        start = max(0, min(n - MAX_ROWS, dest - MAX_ROWS // 2))  # rows around the chosen destination
-        rows = (start, min(n, start + MAX_ROWS))
-        grid, pattern = session.memo(  # the grid and the shown pattern from one forward pass
-            ("attention", view["prompt"], view["layer"], tuple(heads), rows),
-            lambda model: attention_views(model, view["prompt"], view["layer"], heads, rows=rows, grid=GRID))
+        open_tab(view, TAB)
+        (key, compute), dest = _views(session, view)
+        grid, pattern = session.memo(key, compute)  # the grid and the shown pattern from one forward pass
         return grid.plot(), pattern.plot(view["head"]), pattern.token_plot(dest), session.show(pattern), ""
+
+
+def _views(session, view: dict):
+    """The memo key and computation of ``view``'s grid and pattern (the chosen head and the compared
+    ones of its layer, ``MAX_ROWS`` destination rows around the chosen token), and that token."""
+    heads = [view["head"]] + [h for h in view.get(COMPARE.key) or [] if h != view["head"]]
+    n = len(session.tokens(view["prompt"]))
+    dest = view.get("dest")
+    dest = n - 1 if dest is None or not 0 <= dest < n else dest
+    start = max(0, min(n - MAX_ROWS, dest - MAX_ROWS // 2))  # rows around the chosen destination
+    rows = (start, min(n, start + MAX_ROWS))
+    key = ("attention", view["prompt"], view["layer"], tuple(heads), rows)
+    return (key, lambda model: attention_views(model, view["prompt"], view["layer"], heads, rows=rows, grid=GRID)), dest
+
+
+def prefetch(session, view: dict) -> None:
+    """Start computing what ``render`` will draw for ``view`` (called as the view state changes, a round
+    trip before the render's own request arrives)."""
+    if session.model is None or session.model.spec != view["model"]:
+        return
+    with contextlib.suppress(Exception):  # a mistake (an empty prompt) is reported by the render
+        session.prefetch(*_views(session, view)[0])

@@ -27,8 +27,8 @@ from ...probes import HeadscopeError
 
 from .. import exports, saved_circuits, saved_scores
 from ..jobs import job_progress
-from ..state import Control
-from ..widgets import guarded, job_controls, job_options, needs_model
+from ..state import Control, tab_view
+from ..widgets import guarded, job_controls, job_options, needs_model, open_tab
 
 TAB, LABEL = "circuit", "Circuit"
 SOURCES = {"data": "from data (a saved circuit)", "composition": "composition (weights)"}
@@ -151,12 +151,11 @@ def register(app, session, runs_root: Path) -> None:
     @app.callback(Output("circuit-graph", "elements"), Output("circuit-summary", "children"),
                   Output("circuit-figure", "figure"), Output(f"{TAB}-shown", "data"),
                   Output("circuit-graph", "style"), Output("circuit-error", "children", allow_duplicate=True),
-                  Input("circuit-done", "data"), Input("circuit-found", "data"), Input("view", "data"),
+                  Input("circuit-done", "data"), Input("circuit-found", "data"), Input(tab_view(TAB), "data"),
                   Input("model-store", "data"), prevent_initial_call="initial_duplicate")
     @guarded(outputs=6, error_at=5)
     def draw(done, found, view, store):
-        if view["tab"] != TAB:
-            raise PreventUpdate
+        open_tab(view, TAB)
         if view.get(SOURCE.key) == "data":
             return _draw_data(view)
         needs_model(store)

@@ -25,8 +25,8 @@ from ...probes.readouts.components import component_attribution
 
 from .. import exports, saved_scores
 from ..jobs import job_progress
-from ..state import Control
-from ..widgets import loading, guarded, job_controls, job_options, needs_model, target_input
+from ..state import Control, tab_view
+from ..widgets import loading, guarded, job_controls, job_options, needs_model, target_input, open_tab
 
 TAB, LABEL = "heads", "Heads"
 LIVE = {"ablation": "ablation effect on this prompt (zero, log-prob)",
@@ -97,13 +97,12 @@ def register(app, session, runs_root: Path) -> None:
                 for key, frame in scores.items()}, ""
 
     @app.callback(Output("heads-map", "figure"), Output(f"{TAB}-shown", "data"),
-                  Output("heads-error", "children", allow_duplicate=True), Input("view", "data"),
+                  Output("heads-error", "children", allow_duplicate=True), Input(tab_view(TAB), "data"),
                   Input("model-store", "data"), Input("heads-live", "data"), prevent_initial_call="initial_duplicate")
     @guarded(outputs=3, error_at=2)
     def head_map(view, store, live):
         needs_model(store)
-        if view["tab"] != TAB:
-            raise PreventUpdate
+        open_tab(view, TAB)
         score = view.get(SCORE.key) or SCORE.default
         if score in DETECTORS:
             scores = session.memo(("detectors",), detector_scores)
@@ -115,12 +114,11 @@ def register(app, session, runs_root: Path) -> None:
         return result.plot((view["layer"], view["head"])), session.show(result), ""
 
     @app.callback(Output("heads-detail", "children"), Output("heads-pattern", "figure"),
-                  Input("view", "data"), Input("model-store", "data"), State("heads-target", "value"))
+                  Input(tab_view(TAB), "data"), Input("model-store", "data"), State("heads-target", "value"))
     @guarded(outputs=2, error_at=0)
     def detail(view, store, target):
         needs_model(store)
-        if view["tab"] != TAB:
-            raise PreventUpdate
+        open_tab(view, TAB)
         layer, head, prompt = view["layer"], view["head"], view["prompt"]
 
         def compute(model):

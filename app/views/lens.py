@@ -4,14 +4,13 @@ trajectory across layers, both lenses overlaid where a tuned lens exists."""
 from __future__ import annotations
 
 from dash import Input, Output, dcc, html
-from dash.exceptions import PreventUpdate
 
 from ...probes.readouts.lens import logit_lens
 from ...probes.readouts.tuned_lens import default_path, load_tuned_lens
 
 from .. import exports
-from ..state import Control
-from ..widgets import loading, guarded, needs_model, target_input
+from ..state import Control, tab_view
+from ..widgets import loading, guarded, needs_model, target_input, open_tab
 
 TAB, LABEL = "lens", "Lens"
 TARGET = Control("lens_target", "lens-target")
@@ -53,12 +52,11 @@ def register(app, session, runs_root) -> None:
                 {"label": "tuned lens", "value": "tuned", "disabled": not trained}], note
 
     @app.callback(Output("lens-grid", "figure"), Output("lens-trajectory", "figure"), Output(f"{TAB}-shown", "data"),
-                  Output("lens-error", "children"), Input("view", "data"), Input("model-store", "data"))
+                  Output("lens-error", "children"), Input(tab_view(TAB), "data"), Input("model-store", "data"))
     @guarded(outputs=4, error_at=3)
     def render(view, store):
         needs_model(store)
-        if view["tab"] != TAB:
-            raise PreventUpdate
+        open_tab(view, TAB)
         target, kind, color = view.get(TARGET.key) or None, view.get(KIND.key), view.get(COLOR.key) or COLOR.default
         n = len(session.tokens(view["prompt"]))
         dest = view.get("dest")

@@ -17,8 +17,8 @@ from flask import abort, send_file
 
 from ...probes import HeadscopeError, load_result
 
-from ..state import Control
-from ..widgets import loading, error_box, guarded
+from ..state import Control, tab_view
+from ..widgets import loading, error_box, guarded, open_tab
 
 TAB, LABEL = "runs", "Runs"
 def run_choices(_session, runs_root: Path, _view=None) -> list:
@@ -95,11 +95,11 @@ def register(app, session, runs_root: Path) -> None:
         return options, f"{len(options)} runs in {runs_root}"
 
     @app.callback(Output("runs-graph", "figure"), Output("runs-files", "children"), Output("runs-meta", "children"),
-                  Output("runs-error", "children"), Input("view", "data"))
+                  Output("runs-error", "children"), Input(tab_view(TAB), "data"))
     @guarded(outputs=4, error_at=3)
     def open_run(view):
-        run = (view or {}).get(RUN.key)
-        if not run or view["tab"] != TAB:
+        run = open_tab(view, TAB).get(RUN.key)
+        if not run:
             raise PreventUpdate
         if run not in find_runs(runs_root):
             return {}, [], "", error_box(f"run {run!r} is not under the runs directory")

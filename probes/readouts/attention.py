@@ -27,7 +27,7 @@ from ..models.model import Model
 from ..results.result import Result
 
 
-TICKS = 48  # token labels drawn per axis at most (every token is in the hover): laying out hundreds is slow
+TICKS = 24  # token labels drawn per axis at most (every token is in the hover): each costs layout time in the browser
 
 
 class AttentionPattern(Result):
