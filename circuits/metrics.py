@@ -1,4 +1,6 @@
-"""Next-token metrics shared by the interventions: probability, log-probability, logit difference.
+"""Next-token metrics shared by the interventions: probability, log-probability, logit difference, and
+the centred logit of the target (its logit minus the mean logit over the vocabulary, as McGrath et al.'s
+Hydra effect reads the top token: a shift of every logit changes no probability, and no centred logit).
 
 All take the logits of the position being predicted (``[rows, vocab]``) and return one value per row.
 The probability difference of answer sets (``prob_diff``) and minus the KL divergence from the clean
@@ -33,6 +35,8 @@ def target_metric(logits: torch.Tensor, metric: str, target_id, foil_id=None) ->
         return -(target_id.exp() * (target_id - torch.log_softmax(logits, dim=-1))).sum(-1)
     if metric == "logit_diff":
         return pick(logits, target_id) - pick(logits, foil_id)
+    if metric == "logit":
+        return pick(logits, target_id) - logits.mean(-1)
     if metric == "prob_diff":
         probs = torch.softmax(logits, dim=-1)
         return (probs * target_id).sum(-1) - (probs * foil_id).sum(-1)

@@ -68,6 +68,15 @@ def test_head_report_files(tiny_llama, tmp_path):
         assert col in heads.columns
     by_prompt = pd.read_parquet(out / "heads_by_prompt.parquet")
     assert len(by_prompt) == (3 + 2) * n_heads and {"clean", "ablated", "effect"} <= set(by_prompt.columns)
+    # each head's direct effect (the Hydra check's, for this linear metric) and what the network repairs
+    from headscope.circuits.steering import hydra
+
+    direct = hydra(tiny_llama, recs, components=("head",), progress=False).hydra_by_prompt
+    mine = by_prompt[by_prompt["prompt_set"] == "a"].merge(direct.astype({"head": int}), on=["prompt", "layer", "head"])
+    assert len(mine) == 3 * n_heads
+    assert (mine["direct_effect_x"] - mine["direct_effect_y"]).abs().max() < 1e-4
+    assert (by_prompt["self_repair"] - (by_prompt["direct_effect"] - by_prompt["effect"])).abs().max() < 1e-6
+    assert {"direct_effect", "self_repair"} <= set(heads.columns)
     exported = json.loads((out / "heads.json").read_text())
     assert len(exported["random:llama | a"]["0-0"]) == 3
     page = (out / "report.html").read_text()

@@ -11,7 +11,7 @@ projection) is replaced, at every position or at the last token only (``position
 - ``resample``: its value on the record's ``corrupted`` prompt (same token length) at the same position.
 
 Metrics per prompt: ``logprob`` / ``prob`` of the target's first token at the last position,
-``logit_diff`` (target - foil), ``kl`` (KL(clean || ablated) of the next-token distribution at the
+``logit_diff`` (target - foil), ``logit`` (the target's centred logit, ``metrics``), ``kl`` (KL(clean || ablated) of the next-token distribution at the
 last position) and ``loss`` (mean next-token cross-entropy over the prompt, the target being the last
 position's next token). ``effect`` is ``clean - ablated`` for the first three and ``ablated - clean``
 for ``kl`` and ``loss``, so a positive effect always means the head supports the behaviour.
@@ -43,7 +43,7 @@ from ..prompt_sets import Encoded, PromptSet, as_prompt_set, encode
 
 MODES = ("zero", "mean", "resample")
 POSITIONS = ("all", "last")
-METRICS = ("logprob", "prob", "logit_diff", "kl", "loss")
+METRICS = ("logprob", "prob", "logit_diff", "logit", "kl", "loss")
 LOWER_IS_BETTER = ("kl", "loss")
 Head = tuple[int, int]
 
@@ -63,7 +63,7 @@ class Ablation:
     metric: str
     positions: str
     mean_over: str
-    means: dict[int, torch.Tensor] | None  # layer -> [positions or 1, heads, d_head]
+    means: dict[str, torch.Tensor] | None  # hook -> its mean, [positions or 1, ...] (z: [.., heads, d_head])
     notes: list[str]
 
     @property
@@ -102,9 +102,11 @@ def prepare(
     mean_over: str = "all",
     reference: list[str] | None = None,
     batch_size: int | None = None,
+    mean_hooks: list[str] | None = None,
 ) -> Ablation:
     """Validate the options and the prompt set (every error before any model work) and compute the
-    mean-ablation values. ``reference``: the prompts whose mean ``z`` a mean ablation uses."""
+    mean-ablation values. ``reference``: the prompts whose mean activations a mean ablation uses, of
+    ``mean_hooks`` (default: every layer's ``z``)."""
     check_options(mode, metric, positions)
     if mean_over not in ("all", "position"):
         raise HeadscopeError(f"unknown mean_over {mean_over!r}; use all or position")
@@ -114,37 +116,39 @@ def prepare(
     means = None
     if mode == "mean":
         reference = reference or [r["prompt"] for r in prompts.records]
-        means = _mean_z(model, reference, mean_over, max(len(t) for t in encoded.tokens), notes, batch_size)
+        means = mean_activations(model, reference, mean_hooks or [hooks.z(l) for l in range(model.n_layers)],
+                                 mean_over, max(len(t) for t in encoded.tokens), notes, batch_size)
     return Ablation(model, prompts, encoded, mode, metric, positions, mean_over, means, notes)
 
 
-def _mean_z(model: Model, reference: list[str], mean_over: str, n_max: int, notes: list[str],
-            batch_size: int | None) -> dict[int, torch.Tensor]:
-    """Per layer, the mean ``z`` over the reference prompts' tokens (``[1, H, d]``) or per position
-    (``[n_max, H, d]``), accumulated in float32 over padded batches (pads excluded)."""
+def mean_activations(model: Model, reference: list[str], names: list[str], mean_over: str, n_max: int,
+                     notes: list[str], batch_size: int | None) -> dict[str, torch.Tensor]:
+    """Per hook, the mean activation over the reference prompts' tokens (``[1, ...]``) or per position
+    (``[n_max, ...]``), accumulated in float32 over padded batches (pads excluded)."""
     toks = [model.tokenize(p) for p in reference]
     width = max(n_max, max(len(t) for t in toks))
-    sums = {l: torch.zeros(width, model.n_heads, model.d_head) for l in range(model.n_layers)}
+    sums: dict[str, torch.Tensor] = {}
     counts = torch.zeros(width)
-    names = [hooks.z(l) for l in range(model.n_layers)]
     for sl in row_chunks(model, len(toks), width, batch_size):
         batch = model.batch(toks[sl])
         mask = batch.attention_mask.float().cpu()  # [b, pos]
         out = run(model, batch, record=names, logits_at=batch.last)
         n = mask.shape[1]
         counts[:n] += mask.sum(0)
-        for l in range(model.n_layers):
-            sums[l][:n] += torch.einsum("bp,bphd->phd", mask, out.cache[names[l]].float().cpu())
+        for name in names:
+            act = out.cache[name].float().cpu()
+            total = sums.setdefault(name, torch.zeros(width, *act.shape[2:]))
+            total[:n] += torch.einsum("bp,bp...->p...", mask, act)
     means = {}
     reached = counts > 0
-    for l in range(model.n_layers):
-        overall = sums[l].sum(0) / counts.sum()
+    for name in names:
+        overall = sums[name].sum(0) / counts.sum()
         if mean_over == "all":
-            means[l] = overall[None]
+            means[name] = overall[None]
         else:
-            per_pos = sums[l] / counts.clamp(min=1)[:, None, None]
+            per_pos = sums[name] / counts.clamp(min=1).view(-1, *([1] * overall.dim()))
             per_pos[~reached] = overall
-            means[l] = per_pos[:n_max]
+            means[name] = per_pos[:n_max]
     if mean_over == "position" and not bool(reached[:n_max].all()):
         notes.append(f"positions from {int(reached.sum())} on are beyond every reference prompt; "
                      "they use the all-position mean")
@@ -253,24 +257,30 @@ def _ablate_same_length(setup: Ablation, idx: list[int], head_sets: list[list[He
         return None, None, clean.cpu().numpy(), clean_ok
     position = None if setup.positions == "all" else n - 1
     variants = [tuple(Patch(hooks.z(l), position, h) for l, h in sorted(heads)) for heads in head_sets]
-    source = _sources(setup, idx, n, {l for heads in head_sets for l, _ in heads})
+    source = sources(setup, idx, n, sorted({hooks.z(l) for heads in head_sets for l, _ in heads}))
     out = sweep(model, toks, base, variants, source, score, all_positions=metric == "loss",
                 batch_size=batch_size, progress=progress, desc=desc)
     return out[..., 0].numpy(), out[..., 1].numpy() > 0.5, clean.cpu().numpy(), clean_ok
 
 
-def _sources(setup: Ablation, idx: list[int], n: int, layers: set[int]) -> dict[str, torch.Tensor]:
-    """The replacement ``z`` of each ablated layer, ``[B, n, heads, d_head]`` (expanded views where shared)."""
+def sources(setup: Ablation, idx: list[int], n: int, names: list[str]) -> dict[str, torch.Tensor]:
+    """The replacement activation of each ablated hook for prompts ``idx`` (of ``n`` tokens), ``[B, n, ...]``
+    (expanded views where shared): zeros, the mean, or the corrupted prompt's activation."""
     model, b = setup.model, len(idx)
-    shape = (b, n, model.n_heads, model.d_head)
-    if setup.mode == "zero":
-        zero = torch.zeros(1, 1, model.n_heads, model.d_head, device=model.device, dtype=model.dtype)
-        return {hooks.z(l): zero.expand(shape) for l in layers}
-    if setup.mode == "mean":
-        out = {}
-        for l in layers:
-            m = setup.means[l].to(model.device, model.dtype)
-            out[hooks.z(l)] = (m if len(m) == 1 else m[:n])[None].expand(shape)
-        return out
-    corrupted = model.batch([setup.encoded.corrupted[i] for i in idx])
-    return run(model, corrupted, record=[hooks.z(l) for l in sorted(layers)], logits_at=corrupted.last).cache
+    if setup.mode == "resample":
+        corrupted = model.batch([setup.encoded.corrupted[i] for i in idx])
+        return run(model, corrupted, record=names, logits_at=corrupted.last).cache
+    out = {}
+    for name in names:
+        if setup.mode == "mean":
+            m = setup.means[name].to(model.device, model.dtype)
+            out[name] = (m if len(m) == 1 else m[:n])[None].expand(b, n, *m.shape[1:])
+        else:
+            out[name] = torch.zeros(1, 1, *_trailing(model, name), device=model.device, dtype=model.dtype).expand(
+                b, n, *_trailing(model, name))
+    return out
+
+
+def _trailing(model: Model, name: str) -> tuple[int, ...]:
+    """The shape of one position of hook ``name`` (per-head hooks: heads x d_head)."""
+    return (model.n_heads, model.d_head) if name.endswith("attn.hook_z") else (model.d_model,)

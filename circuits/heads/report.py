@@ -3,9 +3,12 @@
 ``head_report`` writes into ``out``:
 
 - ``heads.parquet``: per (model, prompt set, layer, head): ``effect, ci_low, ci_high`` of the
-  single-head ablation, the detector scores (induction, previous-token, duplicate-token,
+  single-head ablation, its ``direct_effect`` (the head's output ablated on the direct path alone,
+  ``direct``) and ``self_repair = direct_effect - effect`` (what the rest of the network makes up for),
+  the detector scores (induction, previous-token, duplicate-token,
   attention sink) and, when asked, the gradient importance;
-- ``heads_by_prompt.parquet``: per (model, prompt set, prompt, layer, head): ``clean, ablated, effect``;
+- ``heads_by_prompt.parquet``: per (model, prompt set, prompt, layer, head): ``clean, ablated, effect,
+  direct_effect, self_repair``;
 - ``heads.json``: ``{"layer-head": [effect per prompt]}`` (the retrieval-head reference's format);
   with several models or prompt sets, one such object per ``"model | prompt set"`` key;
 - ``pruning.parquet`` (with ``pruning=True``): the pruning curves, by importance and random orders;
@@ -37,6 +40,7 @@ from ...probes.progress import tracked
 from ...probes.results.outputs import check_output_dir
 
 from .ablation import LOWER_IS_BETTER, check_options, prepare
+from .direct import head_direct_effects
 from .single_heads import HeadAblation, single_heads
 from .detectors import attention_sink, detector_scores
 from .importance import PruningCurve, gradient_importance, pruning_curve
@@ -156,7 +160,7 @@ def head_report(
     params = {"models": specs, "prompt_files": [str(Path(ps.source).resolve()) for ps in sets],
               "prompt_files_mtime": [os.path.getmtime(ps.source) for ps in sets], "mode": mode, "metric": metric,
               "positions": positions, "gradient": gradient, "pruning": pruning, "seed": seed, "dtype": dtype,
-              "chunk_size": chunk_size}
+              "chunk_size": chunk_size, "columns": ["clean", "ablated", "effect", "direct_effect", "self_repair"]}
     partial = _resume_dir(out, params)
 
     heads_rows, by_prompt, pruning_rows, combos = [], [], [], []
@@ -245,6 +249,10 @@ def _chunk(setup, path: Path, indices: list[int], batch_size) -> pd.DataFrame:
     if path.exists():
         return pd.read_parquet(path)
     frame = single_heads(setup, indices=indices, batch_size=batch_size).frame
+    heads = list(frame[["layer", "head"]].drop_duplicates().itertuples(index=False, name=None))
+    direct = head_direct_effects(setup, heads, indices, batch_size)
+    frame = frame.merge(direct, on=["prompt", "layer", "head"])
+    frame["self_repair"] = frame["direct_effect"] - frame["effect"]
     tmp = path.with_suffix(".tmp")
     frame.to_parquet(tmp, index=False)
     os.replace(tmp, path)

@@ -25,7 +25,8 @@ class HeadAblation(Result):
 
     def summary(self) -> pd.DataFrame:
         """Per head: mean effect over prompts with its interval (``meta["interval"]``: Student-t 95% unless
-        the run asked otherwise), and mean clean/ablated."""
+        the run asked otherwise), and mean clean/ablated (and direct effect and self-repair, where the
+        frame has them: the head report's)."""
         info = self.meta.get("interval") or {}
         method = "bootstrap" if str(info.get("method", "")).startswith("bootstrap") else "t"
         level, seed = info.get("level", 0.95), self.meta.get("seed", 0)
@@ -34,6 +35,7 @@ class HeadAblation(Result):
             mean, low, high = mean_interval(part["effect"].to_numpy(), method=method, level=level, seed=seed)
             rows.append({"layer": layer, "head": head, "effect": float(mean), "ci_low": float(low),
                          "ci_high": float(high), "clean": part["clean"].mean(), "ablated": part["ablated"].mean(),
+                         **{c: part[c].mean() for c in ("direct_effect", "self_repair") if c in part},
                          "n_prompts": len(part)})
         return pd.DataFrame(rows)
 

@@ -31,7 +31,7 @@ from ..models import hooks
 from ..errors import HeadscopeError
 from .attention_mode import choose_attention
 from .interventions import Intervention
-from .run import RunOutput, auto_batch_size, prefix_cache, run
+from .run import Record, RunOutput, auto_batch_size, prefix_cache, run
 from ..models.model import Batch, Model, Tokens
 from ..progress import tracked
 
@@ -54,12 +54,14 @@ class Patch:
         return int(match.group(1)) if match else 0
 
 
-def base_run(model: Model, prompts: Sequence[Tokens], interventions: Sequence[Intervention] = ()) -> RunOutput:
-    """The base rows (``interventions`` may corrupt them), with every residual stream and key/value cached."""
+def base_run(model: Model, prompts: Sequence[Tokens], interventions: Sequence[Intervention] = (),
+             record: Sequence[str | Record] = ()) -> RunOutput:
+    """The base rows (``interventions`` may corrupt them), with every residual stream and key/value cached,
+    and whatever else ``record`` asks for."""
     if len({len(p) for p in prompts}) != 1:
         raise HeadscopeError("the base prompts of a sweep must have one token length")
     batch = model.batch(list(prompts))
-    return run(model, batch, interventions, [hooks.resid_pre(l) for l in range(model.n_layers)],
+    return run(model, batch, interventions, [*(hooks.resid_pre(l) for l in range(model.n_layers)), *record],
                logits_at=batch.last, kv_cache=True)
 
 
@@ -81,12 +83,16 @@ def sweep(
     merge_positions: bool | None = None,
     progress: bool = False,
     desc: str = "sweep",
+    record: Sequence[str] = (),
 ) -> torch.Tensor:
     """``score`` for every variant x base row: a ``[len(variants), n_base, ...]`` tensor.
 
     ``source[hook]`` holds the donor activation of each base row, ``[n_base, pos, ...]`` (expand a
     shared one). ``score`` maps logits ``[k, n_base, vocab]`` of the last position (with
     ``all_positions``, ``[k, n_base, pos - t, vocab]`` of positions ``t..``) to ``[k, n_base, ...]``.
+    With ``record`` (hook names), ``score(logits, recorded)`` also gets those hooks' activations at the
+    last position, ``{hook: [k, n_base, ...]}``; a hook of a layer below where a group started did not
+    run and is absent (its value is the base run's, unchanged by every variant of the group).
     """
     n_base, n = len(prompts), len(prompts[0])
     first_pos = [min(0 if p.position is None else p.position for p in v) for v in variants]
@@ -119,13 +125,22 @@ def sweep(
         resid = base.cache[hooks.resid_pre(start)][rows_base.to(model.device), t:]
         past = prefix_cache(model, base.past, rows_base, t) if t else None
         patches = _interventions([variants[i] for i in group], n_base, t, source)
-        result = run(model, suffix, patches, start_layer=start, resid=resid, past=past,
-                     logits_at=None if all_positions else suffix.last)
-        scored = score(result.logits.unflatten(0, (k, n_base))).float().cpu()
+        result = run(model, suffix, patches, _last_positions(model, record, start), start_layer=start, resid=resid,
+                     past=past, logits_at=None if all_positions else suffix.last)
+        logits = result.logits.unflatten(0, (k, n_base))
+        scored = (score(logits, {name: act.unflatten(0, (k, n_base)) for name, act in result.cache.items()})
+                  if record else score(logits)).float().cpu()
         if out is None:
             out = torch.empty(len(variants), *scored.shape[1:])
         out[group] = scored
     return out
+
+
+def _last_positions(model: Model, record: Sequence[str], start: int) -> Record | None:
+    """A record of ``record``'s hooks at the last position, those of blocks from ``start`` on (the
+    blocks below a group's start are skipped and fire nothing)."""
+    names = [name for name in record if not (match := _LAYER.match(name)) or int(match.group(1)) >= start]
+    return Record(names, keep=lambda name, act: act[:, -1]) if names else None
 
 
 def _interventions(variants: list[tuple[Patch, ...]], n_base: int, t: int,

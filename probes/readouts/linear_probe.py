@@ -15,6 +15,10 @@ the label distribution, fixed per token; ``control="shuffle"`` permutes the labe
 would be one constant).
 Selectivity is accuracy minus control accuracy: high accuracy with high selectivity means the
 label is decodable and not just memorisable from the token's identity.
+
+The ``weights`` table keeps each layer's fitted probe in the residual stream's own coordinates (one
+row per class, or one ``value`` row for regression; the standardisation divided out), so a probe's
+direction can be added back to the stream (``circuits.steering.from_probe``).
 """
 
 from __future__ import annotations
@@ -38,10 +42,12 @@ CONTROLS = ("token", "shuffle")
 
 
 class LinearProbe(Result):
-    """One row per layer: held-out accuracy (or R^2), control accuracy, selectivity, chance."""
+    """One row per layer: held-out accuracy (or R^2), control accuracy, selectivity, chance; ``weights``:
+    each layer's probe per class (``weight``: ``d_model`` numbers)."""
 
     kind = "linear-probe"
     table = "probe"
+    TABLES = ("weights",)
 
     def plot(self):
         import plotly.graph_objects as go
@@ -115,12 +121,14 @@ def linear_probe(
         notes.append(f"every prompt has the token {tokens[0]!r} at the probed position; the control task "
                      "shuffles the labels instead of assigning them per token")
     y_control = _control_labels(control, y_all, tokens, train, generator)
-    rows = []
+    rows, weights = [], []
     for layer, hook in enumerate(acts.meta["hooks"]):
         x = acts[hook].float()
-        acc = _fit_score(x, y_all, train, test, classes, l2)
-        ctl = _fit_score(x, y_control, train, test, classes, l2)
+        acc, w = _fit_score(x, y_all, train, test, classes, l2)
+        ctl, _ = _fit_score(x, y_control, train, test, classes, l2)
         rows.append({"layer": layer, "accuracy": acc, "control_accuracy": ctl, "selectivity": acc - ctl})
+        weights += [{"layer": layer, "class": name, "weight": column.tolist()}
+                    for name, column in zip(classes or ["value"], w.T.cpu())]
     frame = pd.DataFrame(rows)
     frame["chance"] = 0.0 if classes is None else float(
         (y_all[test] == torch.bincount(y_all[train], minlength=len(classes)).argmax()).float().mean())
@@ -130,7 +138,7 @@ def linear_probe(
             "seed": seed, "layers": "0 = embeddings, l = after block l-1",
             "chance": "held-out rate of the training set's majority class (0 for R^2)", "notes": notes,
             "seconds": round(time.perf_counter() - started, 3)}
-    return LinearProbe(frame, meta)
+    return LinearProbe(frame, meta, {"weights": pd.DataFrame(weights)})
 
 
 def _task(values: list) -> str:
@@ -165,8 +173,9 @@ def _control_labels(control: str, y: torch.Tensor, tokens: list[str], train: tor
 
 
 def _fit_score(x: torch.Tensor, y: torch.Tensor, train: torch.Tensor, test: torch.Tensor,
-               classes: list[str] | None, l2: float) -> float:
-    """Fit on ``train`` rows of standardised ``x``, score on ``test`` rows."""
+               classes: list[str] | None, l2: float) -> tuple[float, torch.Tensor]:
+    """Fit on ``train`` rows of standardised ``x``, score on ``test`` rows; and the fitted weights in ``x``'s
+    own coordinates, ``[d, classes]`` (``[d, 1]`` for regression)."""
     dev = x.device
     train, test, y = train.to(dev), test.to(dev), y.to(dev)
     mean, std = x[train].mean(0), x[train].std(0).clamp_min(1e-6)
@@ -178,7 +187,7 @@ def _fit_score(x: torch.Tensor, y: torch.Tensor, train: torch.Tensor, test: torc
         w = torch.linalg.solve(a.T @ a + penalty, a.T @ y[train].float())
         residual = ((b @ w - y[test].float()) ** 2).sum()
         total = ((y[test].float() - y[train].float().mean()) ** 2).sum().clamp_min(1e-12)
-        return float(1 - residual / total)
+        return float(1 - residual / total), (w[:-1] / std)[:, None]
     w = torch.zeros(a.shape[1], len(classes), device=dev, requires_grad=True)
     optimizer = torch.optim.LBFGS([w], max_iter=200, line_search_fn="strong_wolfe")
     target = y[train]
@@ -191,4 +200,5 @@ def _fit_score(x: torch.Tensor, y: torch.Tensor, train: torch.Tensor, test: torc
 
     with torch.enable_grad():
         optimizer.step(closure)
-    return float(((b @ w.detach()).argmax(-1) == y[test]).float().mean())
+    w = w.detach()
+    return float(((b @ w).argmax(-1) == y[test]).float().mean()), w[:-1] / std[:, None]
