@@ -190,7 +190,7 @@ def test_bad_pairs_and_settings(tiny_llama, tmp_path):
     with pytest.raises(HeadscopeError, match=r"pairs.jsonl:2: field 'negative' missing"):
         read_pairs(bad)
     bad.write_text('{"positive": "good", "negative": "  "}\n')
-    with pytest.raises(HeadscopeError, match=r"pairs.jsonl:1: field 'negative' missing or empty"):
+    with pytest.raises(HeadscopeError, match=r"pairs.jsonl:1: field 'negative' missing or not a non-empty string"):
         read_pairs(bad)
     with pytest.raises(HeadscopeError, match="layer 9 out of range"):
         mean_difference(tiny_llama, PAIRS, [9])

@@ -38,7 +38,7 @@ from ...probes import HeadscopeError, Model, Result
 from ...probes.engine.run import Record, run
 from ...probes.models import hooks
 from ...probes.readouts.decompose import head_outputs
-from ...probes.text.prompts import data_file, read_text_file
+from ...probes.text.prompts import read_records
 
 METHODS = ("mean-diff", "actadd", "icv")
 POSITIONS = ("last", "mean")
@@ -134,27 +134,7 @@ def steering_vector(model: Model, vectors: torch.Tensor, layers: list[int], hook
 
 def read_pairs(path: str | Path) -> list[dict]:
     """Contrast pairs from a JSONL file: each line ``{"positive": text, "negative": text}``, both non-empty."""
-    import json
-
-    file = data_file(path)
-    pairs = []
-    for lineno, line in enumerate(read_text_file(file).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise HeadscopeError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
-        if not isinstance(record, dict):
-            raise HeadscopeError(f"{path}:{lineno}: expected a JSON object with 'positive' and 'negative'")
-        for side in SIDES:
-            if not isinstance(record.get(side), str) or not record[side].strip():
-                raise HeadscopeError(f"{path}:{lineno}: field {side!r} missing or empty; a contrast pair needs both "
-                                     "a positive and a negative text")
-        pairs.append({side: record[side] for side in SIDES})
-    if not pairs:
-        raise HeadscopeError(f"pairs file {path} has no pairs")
-    return pairs
+    return [{side: r[side] for side in SIDES} for r in read_records(path, required=SIDES, what="pair")]
 
 
 def check_layers(model: Model, layers) -> list[int]:

@@ -45,8 +45,9 @@ def read_text_file(path: str | Path) -> str:
         raise HeadscopeFailure(f"cannot read {path}: {err.strerror or err}") from None
 
 
-def read_records(path: str | Path, required: tuple[str, ...] = ("prompt",)) -> list[dict]:
-    """JSONL records, each an object with string fields ``required`` (blank lines skipped)."""
+def read_records(path: str | Path, required: tuple[str, ...] = ("prompt",), what: str = "prompt") -> list[dict]:
+    """JSONL records, each an object with string fields ``required`` (blank lines skipped); ``what`` the
+    records are, for the message when there are none."""
     file = data_file(path)
     records = []
     for lineno, line in enumerate(read_text_file(file).splitlines(), start=1):
@@ -64,7 +65,7 @@ def read_records(path: str | Path, required: tuple[str, ...] = ("prompt",)) -> l
                 raise HeadscopeError(f"{path}:{lineno}: field {key!r} missing or not a non-empty string")
         records.append(record)
     if not records:
-        raise HeadscopeError(f"prompt file {path} has no prompts")
+        raise HeadscopeError(f"{what} file {path} has no {what}s")
     return records
 
 
