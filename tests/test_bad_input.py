@@ -56,6 +56,10 @@ def make_inputs(d: Path) -> Path:
                                 '"corrupted": "The big brown dog sat on the"}\n',
         "circuit_no_foil.jsonl": '{"prompt": "The cat sat on the", "target": " mat", '
                                  '"corrupted": "The dog sat on the"}\n',
+        "pairs_one_side.jsonl": '{"positive": "I loved it", "negative": "I hated it"}\n{"positive": "Great"}\n',
+        "pairs_empty_side.jsonl": '{"positive": "", "negative": "I hated it"}\n',
+        "pairs.jsonl": '{"positive": "I loved it", "negative": "I hated it"}\n'
+                       '{"positive": "A fine day", "negative": "A bad day"}\n',
     }
     for name, text in files.items():
         (d / name).write_text(text)
@@ -68,6 +72,10 @@ def make_inputs(d: Path) -> Path:
     (d / "mine" / "notes.txt").write_text("my notes, not headscope's")
     (d / "a_file").write_text("a plain file where a directory would go")
     assert main(["lens", *LLAMA, "--prompt", "The cat sat", "--out", str(d / "lens_run")]) == 0  # a run of one kind
+    from headscope.circuits.steering import mean_difference, read_pairs
+    from headscope.probes import load_model
+
+    mean_difference(load_model("random:llama"), read_pairs(d / "pairs.jsonl"), [1]).save(d / "vector_run")
     corrupt = d / "corrupt_run"  # a head-score run whose Parquet file is damaged
     corrupt.mkdir()
     (corrupt / "heads.parquet").write_bytes(b"PAR1 this is not parquet at all PAR1")
@@ -198,6 +206,29 @@ CASES = [
      "metric 'kl' has zero gradient at the clean run"),
     ("circuit-unknown-method", ["circuit", *LLAMA, "--prompts", "{in}/circuit.jsonl", "--method", "acdc", *OUT], 2,
      "'acdc'"),
+    # --- steer and hydra ---------------------------------------------------------------------------------------
+    ("steer-pairs-one-side-missing", ["steer", *LLAMA, "--pairs", "{in}/pairs_one_side.jsonl", "--prompts",
+                                      "{in}/circuit.jsonl", *OUT], 2, "pairs_one_side.jsonl:2: field 'negative'"),
+    ("steer-pairs-side-empty", ["steer", *LLAMA, "--pairs", "{in}/pairs_empty_side.jsonl", "--prompts",
+                                "{in}/circuit.jsonl", *OUT], 2, "pairs_empty_side.jsonl:1: field 'positive'"),
+    ("steer-layer-out-of-range", ["steer", *LLAMA, "--pairs", "{in}/pairs.jsonl", "--prompts", "{in}/circuit.jsonl",
+                                  "--layers", "9", *OUT], 2, "layer 9 out of range"),
+    ("steer-strength-not-a-number", ["steer", *LLAMA, "--pairs", "{in}/pairs.jsonl", "--prompts", "{in}/circuit.jsonl",
+                                     "--strengths", "1,strong", *OUT], 2, "'1,strong'"),
+    ("steer-vector-of-another-model", ["steer", *LLAMA, "--seed", "1", "--vector", "{in}/vector_run", "--prompts",
+                                       "{in}/circuit.jsonl", *OUT], 2, "made from another model"),
+    ("steer-vector-not-a-vector", ["steer", *LLAMA, "--vector", "{in}/lens_run", "--prompts", "{in}/circuit.jsonl",
+                                   *OUT], 2, "lens_run holds a logit-lens result"),
+    ("steer-keywords-empty", ["steer", *LLAMA, "--pairs", "{in}/pairs.jsonl", "--prompts", "{in}/prompts.txt",
+                              "--keywords", " ,", *OUT], 2, "keyword list is empty"),
+    ("steer-prompts-without-foil", ["steer", *LLAMA, "--pairs", "{in}/pairs.jsonl", "--prompts", "{in}/no_foil.jsonl",
+                                    *OUT], 2, "no_foil.jsonl:1: field 'foil' missing"),
+    ("hydra-prompts-without-foil", ["hydra", *LLAMA, "--prompts", "{in}/no_foil.jsonl", *OUT], 2,
+     "no_foil.jsonl:1: field 'foil' missing"),
+    ("hydra-resample-without-corrupted", ["hydra", *LLAMA, "--prompts", "{in}/no_foil.jsonl", "--metric", "logit",
+                                          "--ablation", "resample", *OUT], 2, "field 'corrupted' missing"),
+    ("hydra-unknown-component", ["hydra", *LLAMA, "--prompts", "{in}/circuit.jsonl", "--components", "attn,neuron",
+                                 *OUT], 2, "'neuron'"),
     # --- heads -------------------------------------------------------------------------------------------------
     ("heads-malformed-prompts", ["heads", *LLAMA, "--prompts", "{in}/bad.jsonl", *OUT], 2, "bad.jsonl:2"),
     ("heads-missing-target", ["heads", *LLAMA, "--prompts", "{in}/no_target.jsonl", *OUT], 2, "no_target.jsonl:2"),

@@ -178,3 +178,18 @@ def test_hydra_bad_input(tiny_llama):
         hydra(tiny_llama, recs, components=("neuron",), progress=False)
     with pytest.raises(HeadscopeError, match="foil"):
         hydra(tiny_llama, [{"prompt": r["prompt"], "target": r["target"]} for r in recs], progress=False)
+
+
+def test_hydra_command(tmp_path, capsys):
+    import json
+
+    from headscope.app.cli import main
+
+    out = tmp_path / "hydra"
+    assert main(["hydra", "--model", "random:llama", "--device", "cpu", "--prompts", "greater-than", "--metric", "logit",
+                 "--components", "attn,mlp", "--out", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert len(summary["most_repaired"]) == 5 and summary["most_repaired"][0]["head"] is None
+    frame = load_result(out).frame
+    assert set(frame["component"]) == {"attn", "mlp"} and len(frame) == 2 * 4
+    assert {"direct_effect", "total_effect", "self_repair", "norm_repair"} <= set(frame.columns)

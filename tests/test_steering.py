@@ -201,3 +201,32 @@ def test_bad_pairs_and_settings(tiny_llama, tmp_path):
         steer_sweep(tiny_llama, vector, [{"prompt": "a cat", "target": " the", "foil": " a"}], progress=False)
     with pytest.raises(HeadscopeError, match="must be numbers"):
         steer_sweep(tiny_llama, mean_difference(tiny_llama, PAIRS, [1]), RECORDS, strengths=["strong"], progress=False)
+
+
+def test_steer_command_writes_vector_sweep_and_report(tmp_path, capsys):
+    import json
+
+    from headscope.app.cli import main
+
+    out = tmp_path / "steer"
+    code = main(["steer", "--model", "random:llama", "--device", "cpu", "--pairs", "sentiment-pairs", "--prompts",
+                 "sentiment", "--layers", "1,2", "--strengths", "0,2", "--generate", "1", "--max-new-tokens", "3",
+                 "--out", str(out), "--json"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["method"] == "mean-diff" and summary["best"]["layer"] in (1, 2)
+    assert {"vector.safetensors", "sweep.parquet", "report.html", "meta.json"} <= {p.name for p in out.iterdir()}
+    sweep = load_result(out)
+    frame = sweep.frame
+    assert set(frame.columns) >= {"layer", "strength", "control", "behaviour", "cost", "text"}
+    assert len(frame) == 2 * 2 * 3 and set(frame["control"]) == {"vector", "random", "zero"}
+    assert all(len(t) == 1 for t in frame["text"])
+    # the saved vector steers again, from its directory (icv: every layer at once)
+    again = tmp_path / "again"
+    assert main(["steer", "--model", "random:llama", "--device", "cpu", "--vector", str(out), "--prompts", "sentiment",
+                 "--layers", "2", "--strengths", "1", "--generate", "0", "--out", str(again)]) == 0
+    assert set(load_result(again).frame["layer"]) == {2}
+    icv = tmp_path / "icv"
+    assert main(["steer", "--model", "random:llama", "--device", "cpu", "--pairs", "sentiment-pairs", "--method", "icv",
+                 "--prompts", "sentiment", "--strengths", "0.1", "--generate", "0", "--out", str(icv)]) == 0
+    assert set(load_result(icv).frame["layer"]) == {-1}
