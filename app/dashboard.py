@@ -25,11 +25,11 @@ from ..probes.models.random_models import CONFIGS
 
 from . import state
 from .session import ModelSession
-from .views import attention, circuit, heads, lens, runs, trace
+from .views import attention, circuit, heads, lens, runs, steer, trace
 from .widgets import guarded
 
-VIEWS = (attention, lens, trace, heads, circuit, runs)
-RENDERED = (attention, lens, heads, circuit, runs)  # views drawn from their tab's view state (trace: on request)
+VIEWS = (attention, lens, trace, heads, circuit, steer, runs)
+RENDERED = (attention, lens, heads, circuit, runs)  # views drawn from their tab's view state (trace, steer: on request)
 OPEN = {view.TAB: view for view in RENDERED}
 CONTROLS = [control for view in VIEWS for control in view.CONTROLS]  # their values are view state, in the URL
 BY_ID = {control.id: control for control in CONTROLS}

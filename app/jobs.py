@@ -63,14 +63,15 @@ class ThreadManager(DiskcacheManager):
 
 
 @contextlib.contextmanager
-def job_progress(set_progress: Callable[[tuple], None]) -> Iterator[None]:
-    """Report the analyses' progress as ``(done, total, label)`` and stop them when the job is cancelled."""
+def job_progress(set_progress: Callable[[tuple], None], extra: Callable[[], tuple] = tuple) -> Iterator[None]:
+    """Report the analyses' progress as ``(done, total, label, *extra())`` (``extra``: what else the page
+    shows as the job goes, such as text generated so far) and stop them when the job is cancelled."""
     flag = _cancel_flag.get()
 
     def listener(done: int, total: int, desc: str) -> None:
         if flag is not None and flag.is_set():
             raise Cancelled(desc)
-        set_progress((str(done), str(max(total, 1)), f"{desc}: {done}/{total}"))
+        set_progress((str(done), str(max(total, 1)), f"{desc}: {done}/{total}", *extra()))
 
     with listen(listener):
         yield

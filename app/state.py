@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 from urllib.parse import parse_qs, urlencode
 
-TABS = ("attention", "lens", "trace", "heads", "circuit", "runs")
+TABS = ("attention", "lens", "trace", "heads", "circuit", "steer", "runs")
 DEFAULT_PROMPT = "The Eiffel Tower is located in the city of"
 BASE = ("model", "prompt", "layer", "head", "tab", "dest")
 

@@ -81,14 +81,15 @@ def job_controls(prefix: str, label: str) -> list:
             html.Span(id=f"{prefix}-label", className="muted")]
 
 
-def job_options(prefix: str) -> dict:
+def job_options(prefix: str, shown: list | None = None, interval: int = 1000) -> dict:
     """The background-callback arguments that wire ``job_controls(prefix)``: the run button is off
-    and cancel on while the job runs, and the job's progress fills the bar."""
+    and cancel on while the job runs, and the job's progress fills the bar (and the outputs ``shown``,
+    given as ``job_progress``'s ``extra``), polled every ``interval`` milliseconds."""
     from dash import Input, Output
 
-    return dict(background=True, prevent_initial_call=True,
+    return dict(background=True, prevent_initial_call=True, interval=interval,
                 running=[(Output(f"{prefix}-run", "disabled"), True, False),
                          (Output(f"{prefix}-cancel", "disabled"), False, True)],
                 cancel=[Input(f"{prefix}-cancel", "n_clicks")],
                 progress=[Output(f"{prefix}-progress", "value"), Output(f"{prefix}-progress", "max"),
-                          Output(f"{prefix}-label", "children")])
+                          Output(f"{prefix}-label", "children"), *(shown or [])])

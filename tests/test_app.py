@@ -13,7 +13,9 @@ import pytest
 
 from headscope import head_report
 from headscope.app.views.circuit import found_circuit
+from headscope.app.views.runs import find_runs
 from headscope.circuits.edges import find_circuit
+from headscope.circuits.steering import hydra
 from headscope.probes import load_model, load_result
 from headscope.probes.readouts.lens import logit_lens
 
@@ -45,6 +47,7 @@ def runs(tmp_path_factory):
     prompts = root.parent / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": p, "target": " mill"}) + "\n" for p in (PROMPT, "the old mill")))
     head_report([model], [prompts], root / "report", chunk_size=1, progress=False)
+    hydra(model, records(model), components=("head",), progress=False).save(root / "hydra")
     find_circuit(model, records(model), edges=30, seeds=2).save(root / "circuit")
     return root
 
@@ -142,6 +145,55 @@ def test_causal_trace_and_heads(page):
     page.choose("heads-score", "ablation effect")
     page.wait(lambda: "ablation effect" in page.figure("heads-map")[0]["title"], what="the ablation map")
     page.shot("heads")
+    page.choose("heads-score", "self-repair on this prompt")
+    page.wait(lambda: "self-repair" in page.figure("heads-map")[0]["title"], what="the self-repair map")
+
+
+def test_heads_map_of_a_hydra_run(page, runs):
+    page.open("?model=random:llama&tab=heads")
+    page.choose("heads-score", "run hydra: self_repair")
+    page.wait(lambda: "self_repair" in page.figure("heads-map")[0]["title"], what="the saved self-repair map")
+    z = page.d.execute_script("const gd = document.querySelector('#heads-map .js-plotly-plot');"
+                              "return Array.from(gd._fullData[0].z, row => Array.from(row));")
+    saved = pd.read_parquet(runs / "hydra" / "heads.parquet").set_index(["layer", "head"])["self_repair"]
+    assert [z[l][h] for l in range(4) for h in range(4)] == pytest.approx(
+        [saved[(l, h)] for l in range(4) for h in range(4)], abs=1e-6)
+
+
+def test_steer_shows_steered_and_unsteered_as_they_are_made(page, runs):
+    page.open("?model=random:llama&tab=steer&prompt=the+river+runs+past+the&steer_tokens=120&strength=8")
+    page.click("steer-run")
+    partial = []
+
+    def done():  # while the job runs, the texts so far are in the page
+        running = page.find("steer-cancel").get_attribute("disabled") is None
+        steered = page.text("steer-steered")
+        if running and steered:
+            partial.append(len(steered))
+        return not running and "unsteered" in page.text("steer-score") and steered
+
+    page.wait(done, what="the steered generation", timeout=120)
+    assert partial, "no text appeared before the generation ended"
+    steered, clean = page.text("steer-steered"), page.text("steer-clean")
+    assert steered != clean and len(steered) > partial[0]
+    assert "logit difference ' great' - ' terrible'" in page.text("steer-score")
+    assert "strength=8" in page.d.current_url and "tab=steer" in page.d.current_url
+    page.shot("steer")
+    # the vector saves as a run, and steers again from there
+    page.type("steer-run-name", "sentiment-vector")
+    page.click("steer-save")
+    page.wait(lambda: (runs / "sentiment-vector" / "vector.safetensors").is_file(), what="the saved vector")
+    page.d.refresh()
+    page.wait(lambda: page.find("steer-run"), what="the page again")
+    page.choose("steer-source", "saved run sentiment-vector")
+    page.click("steer-run")
+    page.wait(lambda: page.find("steer-cancel").get_attribute("disabled") and page.text("steer-steered") == steered,
+              what="the same steered text from the saved vector")
+    # a pair line with one side missing is one message in the page
+    page.choose("steer-source", "the pairs below")
+    page.type("steer-pairs", "good | bad\nonly one side")
+    page.click("steer-run")
+    page.wait(lambda: "pair line 2" in " ".join(page.errors()), what="the pair line's message")
 
 
 def click_a_head(page) -> None:
@@ -262,7 +314,8 @@ def test_heads_map_of_a_saved_run_per_operation_and_mode(page):
 
 def test_saved_runs(page, runs):
     page.open("?model=random:llama&tab=runs")
-    page.wait(lambda: "5 runs" in page.text("runs-root"), what="the runs listed")
+    n = len(find_runs(runs))  # the fixture's, and what earlier tests saved
+    page.wait(lambda: f"{n} runs" in page.text("runs-root"), what="the runs listed")
     page.choose("runs-list", "lenses/river")
     figure = page.wait(lambda: page.figure("runs-graph"), what="the saved lens drawn")
     assert figure[0]["type"] == "heatmap"
@@ -281,7 +334,7 @@ def test_saved_runs(page, runs):
     # a run deleted after the listing was drawn
     shutil.copytree(runs / "lenses" / "river", runs / "gone")
     page.click("runs-refresh")
-    page.wait(lambda: "6 runs" in page.text("runs-root"), what="the new run listed")
+    page.wait(lambda: f"{n + 1} runs" in page.text("runs-root"), what="the new run listed")
     shutil.rmtree(runs / "gone")
     page.choose("runs-list", "gone")
     page.wait(lambda: any("'gone' is not under the runs directory" in e for e in page.errors()),
@@ -320,7 +373,9 @@ CONTROLS = {"Attention": {"attn-compare": "text"}, "Lens": {"lens-target": "box"
             "Causal trace": {"trace-subject": "box", "trace-target": "box", "trace-samples": "box"},
             "Heads": {"heads-target": "box", "heads-score": "text"},
             "Circuit": {"circuit-source": "checked", "circuit-overlay": "checked", "circuit-kinds": "checked",
-                        "circuit-min-z": "box", "circuit-max-edges": "box", "circuit-importance": "text"}}
+                        "circuit-min-z": "box", "circuit-max-edges": "box", "circuit-importance": "text"},
+            "Steer": {"steer-source": "text", "steer-method": "text", "steer-layer": "box", "steer-strength": "box",
+                      "steer-target": "box", "steer-foil": "box", "steer-tokens": "box", "steer-pairs": "box"}}
 
 
 def control_values(page) -> dict:
@@ -358,6 +413,12 @@ def test_a_shared_link_restores_every_control(page):
     page.d.find_element(By.XPATH, "//*[@id='circuit-kinds']//label[contains(., 'v')]").click()
     page.type("circuit-max-edges", "7", submit=True)
     page.choose("circuit-importance", "run arith: effect (op=mul, mode=zero)")
+    page.tab("Steer")
+    page.choose("steer-method", "icv")
+    page.type("steer-strength", "2.5")
+    page.type("steer-layer", "1")
+    page.type("steer-target", " good", submit=True)
+    page.type("steer-pairs", "fine | awful")
     page.tab("Heads")
     page.type("heads-target", " old", submit=True)
     page.choose("heads-score", "detector: previous_token")
@@ -365,16 +426,18 @@ def test_a_shared_link_restores_every_control(page):
     url = page.d.current_url
     shown = control_values(page)
     for part in ("compare=2", "lens_target=+mill", "lens_color=target_prob", "subject=Eiffel", "trace_target=+Paris",
-                 "samples=3", "kinds=q%2Ck", "max_edges=7", "node_size=", "heads_target=+old", "tab=heads"):
+                 "samples=3", "kinds=q%2Ck", "max_edges=7", "node_size=", "heads_target=+old", "tab=heads",
+                 "method=icv", "strength=2.5", "steer_layer=1", "steer_target=+good", "pairs=fine+%7C+awful"):
         assert part in url, (part, url)
     page.d.get("about:blank")
     page.d.get(url)
     page.wait(lambda: page.figure("heads-map") and "previous_token" in page.figure("heads-map")[0]["title"],
               what="the linked head map")
     assert control_values(page) == shown
-    assert page.d.current_url.replace("tab=circuit", "tab=heads") == url  # visiting the tabs changed nothing else
+    assert page.d.current_url.replace("tab=steer", "tab=heads") == url  # visiting the tabs changed nothing else
     assert shown["trace-subject"] == "Eiffel" and shown["circuit-kinds"] == ["q", "k"]
     assert "op=mul, mode=zero" in shown["circuit-importance"] and shown["attn-compare"] == "H2"
+    assert shown["steer-method"] == "icv" and shown["steer-pairs"] == "fine | awful"
 
 
 def test_a_link_to_choices_that_do_not_exist_drops_them(page):

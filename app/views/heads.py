@@ -2,8 +2,8 @@
 its direct effect on the target, and the target's log-probability with that head ablated.
 
 Scores: the detectors (induction, previous-token, duplicate-token; on repeated random tokens), the
-ablation effect and gradient importance of every head on the current prompt (computed in the
-background), and any per-head column of a head table saved under the runs directory (head reports,
+ablation effect, direct effect, self-repair (``circuits.heads.direct``) and gradient importance of every
+head on the current prompt (computed in the background), and any per-head column of a head table saved under the runs directory (head reports,
 retrieval and arithmetic runs), one choice per operation, ablation mode, model or prompt set.
 """
 
@@ -15,7 +15,8 @@ from dash import Input, Output, State, ctx, dcc, html
 from dash.exceptions import PreventUpdate
 
 from ...circuits.heads.ablation import prepare
-from ...circuits.heads.single_heads import head_ablation
+from ...circuits.heads.direct import head_direct_effects
+from ...circuits.heads.single_heads import head_ablation, single_heads
 from ...circuits.heads.detectors import DETECTORS, detector_scores
 from ...circuits.head_scores import HeadScores
 from ...circuits.heads.importance import gradient_importance
@@ -30,6 +31,8 @@ from ..widgets import loading, guarded, job_controls, job_options, needs_model, 
 
 TAB, LABEL = "heads", "Heads"
 LIVE = {"ablation": "ablation effect on this prompt (zero, log-prob)",
+        "direct": "direct effect on this prompt (zero, log-prob, the direct path alone)",
+        "self_repair": "self-repair on this prompt (direct effect - ablation effect)",
         "gradient": "gradient importance on this prompt (Michel et al.)"}
 
 
@@ -87,10 +90,15 @@ def register(app, session, runs_root: Path) -> None:
     def _live(set_progress, view, target):
         with job_progress(set_progress), session.use() as model:
             record = _record(model, view["prompt"], target)
-            ablation = head_ablation(model, [record], metric="logprob").summary()
-            grad = gradient_importance(prepare(model, [record], metric="logprob")).frame
-        scores = {"ablation": ablation[["layer", "head", "effect"]].rename(columns={"effect": "score"}),
-                  "gradient": grad[["layer", "head", "importance"]].rename(columns={"importance": "score"})}
+            setup = prepare(model, [record], metric="logprob")
+            ablation = single_heads(setup).frame
+            direct = head_direct_effects(setup, list(zip(ablation["layer"], ablation["head"])), [0])
+            grad = gradient_importance(setup).frame
+        heads = ablation.merge(direct, on=["prompt", "layer", "head"])
+        heads["self_repair"] = heads["direct_effect"] - heads["effect"]
+        scores = {key: heads[["layer", "head", column]].rename(columns={column: "score"})
+                  for key, column in (("ablation", "effect"), ("direct", "direct_effect"), ("self_repair", "self_repair"))}
+        scores["gradient"] = grad[["layer", "head", "importance"]].rename(columns={"importance": "score"})
         meta = {"model": model.spec, "prompt": view["prompt"], "target": record["target"]}
         return {key: session.show(HeadScores(frame, {**meta, "score": key, "title": f"{LIVE[key]}, target "
                                                       f"{record['target']!r}"}))

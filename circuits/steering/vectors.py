@@ -99,7 +99,7 @@ class SteeringVector(Result):
         norms = self.frame.groupby("layer", as_index=False)["norm"].mean()
         fig = go.Figure(go.Bar(x=norms["layer"], y=norms["norm"]))
         fig.update_layout(title=f"{self.meta['method']} vector ({self.meta['hook']}), {self.meta['model']}",
-                          xaxis_title="layer", yaxis_title="norm")
+                          xaxis={"title": "layer", "type": "category"}, yaxis_title="norm", height=320)
         return fig
 
     def _write_files(self, directory: Path) -> None:
