@@ -23,7 +23,7 @@ from ...probes.progress import tell
 from .. import exports
 from ..jobs import job_progress
 from ..state import Control
-from ..widgets import error_box, guarded, job_controls, job_options
+from ..widgets import guarded, job_controls, job_options
 from .runs import find_runs
 
 TAB, LABEL = "steer", "Steer"
@@ -39,13 +39,13 @@ PAIRS_TEXT = "\n".join(f"{p['positive']} | {p['negative']}" for p in (
 def vector_choices(_session, runs_root: Path, _view=None) -> list:
     """The pairs typed here, or any saved run that holds a steering vector (a vector or a steer run)."""
     options = [{"label": "the pairs below", "value": "pairs"}]
-    for run in find_runs(runs_root):
+    for name in find_runs(runs_root):
         try:
-            kind = json.loads((runs_root / run / "meta.json").read_text()).get("kind")
+            kind = json.loads((runs_root / name / "meta.json").read_text()).get("kind")
         except (OSError, ValueError, AttributeError):
             continue
         if kind in (SteeringVector.kind, SteeringSweep.kind):
-            options.append({"label": f"saved run {run} ({kind})", "value": run})
+            options.append({"label": f"saved run {name} ({kind})", "value": name})
     return options
 
 
