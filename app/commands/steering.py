@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ...circuits.heads.ablation import MODES, POSITIONS
 from ...circuits.steering.apply import PLACES
-from ...circuits.steering.hydra import KINDS, METRICS as HYDRA_METRICS
+from ...circuits.steering.self_repair import KINDS, METRICS as HYDRA_METRICS
 from ...circuits.steering.vectors import METHODS, POSITIONS as VECTOR_POSITIONS
 from .base import Command
 from .options import FLOATS, INTS, at_least, choice_list, emit, interval_options, load

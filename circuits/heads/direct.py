@@ -5,7 +5,7 @@ corrupted prompt's) on the direct path alone: the clean logits change by that di
 the final norm with the scale frozen at the clean run's (``circuits.direct_effects``), and nothing else
 in the network moves. ``direct_effect`` is signed like the ablation's ``effect`` (positive: the head
 supports the behaviour), so ``self_repair = direct_effect - effect`` is what the rest of the network makes
-up for when the head is ablated (McGrath et al., "The Hydra Effect", 2023; ``circuits.steering.hydra``
+up for when the head is ablated (McGrath et al., "The Hydra Effect", 2023; ``circuits.steering.self_repair``
 splits it by later component for the metrics linear in the logits). Every metric is read before any
 final soft-capping; with ``loss`` every position is read, each with its own frozen scale.
 """
