@@ -15,15 +15,38 @@ MODEL_SPEC = "alias, random:<arch>, .gguf file, model dir or hub name"
 def model_options(parser: argparse.ArgumentParser, several: bool = False) -> None:
     """``--model --device --dtype --seed --batch-size``."""
     from ...probes.models.loading import DTYPES
+    from ...probes.models.placement import STRATEGIES
 
     if several:
         parser.add_argument("--model", nargs="+", default=["default"], help=f"one or more model specs ({MODEL_SPEC})")
     else:
         parser.add_argument("--model", default="default", help=f"model spec ({MODEL_SPEC})")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    parser.add_argument("--device-map", default=None, choices=STRATEGIES,
+                        help="spread the layers over the GPUs, CPU memory and disk with accelerate (default: one device)")
+    parser.add_argument("--max-memory", type=max_memory, default=None,
+                        help="with --device-map, each device's cap, like 0=20GiB,1=20GiB,cpu=60GiB (the rest to disk)")
+    parser.add_argument("--offload-folder", default=None, help="with --device-map, where weights beyond every cap go "
+                                                              "(default: a temporary directory)")
     parser.add_argument("--dtype", default="float32", choices=list(DTYPES), help="weights and activations dtype")
     parser.add_argument("--seed", type=int, default=0, help="seed for random weights and stochastic analyses")
     parser.add_argument("--batch-size", type=int, default=None, help="rows per forward (default: what fits memory)")
+
+
+def max_memory(text: str) -> dict:
+    """``DEVICE=SIZE,...`` as accelerate's max_memory."""
+    from ...probes import HeadscopeError
+    from ...probes.models.placement import parse_max_memory
+
+    try:
+        return parse_max_memory(text)
+    except HeadscopeError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def placement(args) -> dict:
+    """The model options' placement keywords of ``load_model``."""
+    return {"device_map": args.device_map, "max_memory": args.max_memory, "offload_folder": args.offload_folder}
 
 
 def level(text: str) -> float:
@@ -154,4 +177,4 @@ def load(args):
     """The model the common options name."""
     from ...probes import load_model
 
-    return load_model(args.model, device=args.device, dtype=args.dtype, seed=args.seed)
+    return load_model(args.model, device=args.device, dtype=args.dtype, seed=args.seed, **placement(args))

@@ -39,6 +39,7 @@ import torch
 
 from ...probes.models import hooks
 from ...probes import HeadscopeError, Model, Record, Result, Tokens, run
+from ...probes.models.placement import materialized
 from ...probes.readouts.decompose import final_norm, norm_of, readout
 from ...probes.engine.interventions import Edit
 from ...probes.engine.run import row_chunks
@@ -123,9 +124,11 @@ def neuron_vectors(model: Model, layer: int, post: torch.Tensor, mlp_raw: torch.
     """Each neuron's write to the stream, ``[..., n_neurons, d]``, and the output bias's (or None):
     their sum is the MLP's output. ``mlp_raw`` (the output before a post-MLP norm) gives that norm's scale."""
     mlp = model.bridge.blocks[layer].mlp
-    w_out = mlp.W_out.detach().float().to(post.device)
+    with materialized(mlp.original_component):
+        w_out = mlp.W_out.detach().float().to(post.device)
+        b_out = getattr(mlp, "b_out", None)
+        b_out = None if b_out is None else b_out.detach().clone()
     vectors = post[..., :, None] * w_out
-    b_out = getattr(mlp, "b_out", None)
     bias = None if b_out is None else b_out.detach().float().to(post.device).expand(post.shape[:-1] + w_out.shape[-1:])
     if _has_post_norm(model):
         norm = norm_of(model.bridge.blocks[layer].ln2_post)
@@ -137,7 +140,9 @@ def neuron_vectors(model: Model, layer: int, post: torch.Tensor, mlp_raw: torch.
 
 def _post_scale(model: Model, layer: int, state: LastState) -> tuple[torch.Tensor, torch.Tensor]:
     """(``W_out`` with a post-MLP norm's weight folded in, ``[N, d]``; that norm's scale ``[P, 1]``)."""
-    w_out = model.bridge.blocks[layer].mlp.W_out.detach().float().to(state.post.device)
+    mlp = model.bridge.blocks[layer].mlp
+    with materialized(mlp.original_component):
+        w_out = mlp.W_out.detach().float().to(state.post.device)
     if not _has_post_norm(model):
         return w_out, torch.ones(state.post.shape[0], 1, device=w_out.device)
     norm = norm_of(model.bridge.blocks[layer].ln2_post)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from ...probes import Model
+from ...probes.models.placement import materialized
 from ...probes.readouts.decompose import norm_of
 
 
@@ -53,8 +54,9 @@ def head_weights(model: Model, *, fold_norm: bool = True) -> HeadWeights:
         w = w.detach().float()
         return w.repeat_interleave(group, dim=1) if w.shape[1] != model.n_heads else w
 
-    q, k, v = (per_query_head(w) for w in (bridge.W_Q, bridge.W_K, bridge.W_V))
-    o = bridge.W_O.detach().float()
+    with materialized(model.hf_model):  # copies: an offloaded model holds placeholders outside a forward
+        q, k, v = (per_query_head(w).clone() for w in (bridge.W_Q, bridge.W_K, bridge.W_V))
+        o = bridge.W_O.detach().float().clone()
     if fold_norm:
         q, k, v = q.clone(), k.clone(), v.clone()
         for layer in range(model.n_layers):

@@ -36,6 +36,7 @@ from ...probes import HeadscopeError, Intervention, Model, Result, run
 from ...probes.engine.run import row_chunks
 from ...probes.models import hooks
 from ...probes.progress import tracked
+from ...probes.models.placement import materialized
 from ...probes.readouts.decompose import norm_of
 from ..metrics import answers, target_metric
 from ..prompt_sets import as_prompt_set
@@ -220,7 +221,8 @@ class ReaderWeights:
 
     def __init__(self, model: Model):
         bridge = model.bridge
-        self.w = {part: getattr(bridge, f"W_{part.upper()}").detach().float() for part in ("q", "k", "v")}
+        with materialized(model.hf_model):  # copies: an offloaded model holds placeholders outside a forward
+            self.w = {part: getattr(bridge, f"W_{part.upper()}").detach().float().clone() for part in ("q", "k", "v")}
         self.qkv = [torch.cat([self.w[part][l] for part in ("q", "k", "v")]) for l in range(bridge.cfg.n_layers)]
         self.ln1 = [norm_of(block.ln1) for block in bridge.blocks]
         self.ln2 = [norm_of(block.ln2) for block in bridge.blocks]

@@ -135,10 +135,12 @@ def head_report(
     chunk_size: int = 16,
     overwrite: bool = False,
     progress: bool = True,
+    placement: dict | None = None,
 ) -> Path:
     """Run the head analyses for every model x prompt set and write the report (module docstring).
 
-    ``out`` must be a new directory, or an earlier result replaced with ``overwrite`` (``outputs``)."""
+    ``out`` must be a new directory, or an earlier result replaced with ``overwrite`` (``outputs``);
+    ``placement``: ``load_model``'s ``device_map``, ``max_memory`` and ``offload_folder``."""
     started = time.perf_counter()
     out = check_output_dir(out, overwrite)
     check_options(mode, metric, positions)
@@ -165,7 +167,8 @@ def head_report(
 
     heads_rows, by_prompt, pruning_rows, combos = [], [], [], []
     for mi, spec in enumerate(models):
-        model = spec if isinstance(spec, Model) else load_model(spec, device=device, dtype=dtype, seed=seed)
+        model = spec if isinstance(spec, Model) else load_model(spec, device=device, dtype=dtype, seed=seed,
+                                                                 **(placement or {}))
         detectors = detector_scores(model, seed=seed)
         for si, ps in enumerate(sets):
             t0 = time.perf_counter()

@@ -225,10 +225,15 @@ def _rows(model: Model, steering: Steering, unique: list[Setting], batch: Batch,
         rows = Batch(ids, batch.lengths[text_rows.to(batch.lengths.device)])
         row_settings = [unique[u] for u in group for _ in range(n_texts)]
         result = run(model, rows, steering.interventions(row_settings, True, rows.last, rows.lengths.cpu()),
-                     start_layer=start, resid=clean.cache[hooks.resid_pre(start)][text_rows.to(model.device)],
+                     start_layer=start, resid=_rows_of(clean.cache[hooks.resid_pre(start)], text_rows),
                      logits_at=rows.last if logits_at_last else None)
         out[group] = score(result.logits, text_rows).cpu().unflatten(0, (len(group), n_texts))
     return out
+
+
+def _rows_of(cached: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``cached[rows]``, indexed on the cached tensor's own device (a device map spreads the layers)."""
+    return cached[rows.to(cached.device)]
 
 
 def _behaviour(model, steering, unique, enc, batch_size, progress) -> np.ndarray:

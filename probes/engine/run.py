@@ -250,8 +250,8 @@ def prefix_cache(model: Model, past, rows: torch.Tensor, length: int):
     from transformers import DynamicCache
 
     cache = DynamicCache(config=model.hf_model.config)
-    idx = rows.to(past.layers[0].keys.device)
-    for i, layer in enumerate(past.layers):
+    for i, layer in enumerate(past.layers):  # each layer's keys on its own device (a device map spreads them)
+        idx = rows.to(layer.keys.device)
         cache.update(layer.keys[idx, :, :length], layer.values[idx, :, :length], i)
     return cache
 

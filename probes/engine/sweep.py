@@ -122,7 +122,8 @@ def sweep(
         k = len(group)
         rows_base = base_rows.repeat(k)
         suffix = Batch(ids[rows_base.to(model.device), t:], torch.full((k * n_base,), n - t, device=model.device))
-        resid = base.cache[hooks.resid_pre(start)][rows_base.to(model.device), t:]
+        cached = base.cache[hooks.resid_pre(start)]  # on its layer's device (a device map spreads them)
+        resid = cached[rows_base.to(cached.device), t:]
         past = prefix_cache(model, base.past, rows_base, t) if t else None
         patches = _interventions([variants[i] for i in group], n_base, t, source)
         result = run(model, suffix, patches, _last_positions(model, record, start), start_layer=start, resid=resid,

@@ -12,6 +12,7 @@ re-loads it from its ``name_or_path``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from pathlib import Path
@@ -48,12 +49,21 @@ def resolve_dtype(dtype: str | torch.dtype = "float32") -> torch.dtype:
 
 
 def load_model(spec: str = "default", device: str | torch.device = "auto", dtype: str | torch.dtype = "float32",
-               seed: int = 0) -> Model:
-    """Load ``spec`` and wrap it in a ``TransformerBridge``; see the module docstring for specs."""
-    from ..engine.run import probe_sdpa_hooks
+               seed: int = 0, device_map: str | dict | None = None, max_memory: dict | None = None,
+               offload_folder: str | Path | None = None) -> Model:
+    """Load ``spec`` and wrap it in a ``TransformerBridge``; see the module docstring for specs.
 
-    dev = resolve_device(device)
+    ``device_map`` (``auto``, ``balanced``, ``sequential`` or an explicit map) spreads the layers over
+    the GPUs, the CPU and the disk with accelerate (``placement``); ``max_memory`` caps each (``{0:
+    "20GiB", "cpu": "60GiB"}``), and what does not fit goes to ``offload_folder`` (default: a
+    temporary directory)."""
+    from ..engine.run import probe_sdpa_hooks
+    from .placement import check_placement, place
+
     dt = resolve_dtype(dtype)
+    if device_map is not None:
+        check_placement(device, device_map, max_memory)
+    dev = torch.device("cpu") if device_map is not None else resolve_device(device)
     # the dashboard hears the GGUF de-quantisation and the weight loading as progress
     with library_progress("transformers.modeling_gguf_pytorch_utils", "transformers.core_model_loading"):
         hf_model, tokenizer = _load_hf(str(spec), dev, dt, seed)
@@ -62,9 +72,11 @@ def load_model(spec: str = "default", device: str | torch.device = "auto", dtype
         p.requires_grad_(False)
     if not getattr(hf_model.config, "architectures", None):
         hf_model.config.architectures = [type(hf_model).__name__]
+    if device_map is not None:
+        dev = place(hf_model, device_map, max_memory, offload_folder)
     from transformer_lens.model_bridge import TransformerBridge
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _unmapped(hf_model):
         warnings.simplefilter("ignore")
         try:
             bridge = TransformerBridge.boot_transformers(tokenizer.name_or_path, hf_model=hf_model,
@@ -74,6 +86,21 @@ def load_model(spec: str = "default", device: str | torch.device = "auto", dtype
     model = Model(bridge, hf_model, tokenizer, str(spec), dev, dt)
     model.sdpa_hooks = probe_sdpa_hooks(model)
     return model
+
+
+@contextlib.contextmanager
+def _unmapped(hf_model):
+    """The model without its ``hf_device_map`` while TransformerLens boots it. TransformerLens 4.3
+    refuses a map that mixes CPU or disk offload with a GPU, saying such maps are likely fine but were
+    verified only on CPU-only machines (``utilities.multi_gpu``); the bridge's per-call materialisation of
+    offloaded weights is what runs either way, and headscope's tests compare such a model's numbers with
+    the model on one device. The model's placement (accelerate's hooks) is untouched."""
+    device_map = hf_model.__dict__.pop("hf_device_map", None)
+    try:
+        yield
+    finally:
+        if device_map is not None:
+            hf_model.hf_device_map = device_map
 
 
 def check_model_spec(spec: str) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import HeadscopeError
+from .placement import devices
 
 
 @dataclass
@@ -113,6 +114,7 @@ class Model:
             "vocab_size": self.vocab_size,
             "architecture": self.architecture,
             "device": str(self.device),
+            "devices": devices(self.hf_model),
             "dtype": str(self.dtype).removeprefix("torch."),
         }
 
@@ -124,8 +126,10 @@ class Model:
 
         if self._identity is not None:
             return dict(self._identity)
+        from .placement import materialized
+
         digest = hashlib.sha256()
-        with torch.no_grad():
+        with torch.no_grad(), materialized(self.hf_model):
             for param in self.hf_model.parameters():
                 flat = param.detach().flatten()
                 sample = flat[:: max(1, flat.numel() // 4096)].to("cpu", torch.bfloat16).view(torch.int16)

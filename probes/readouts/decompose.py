@@ -17,6 +17,7 @@ import torch
 
 from ..errors import HeadscopeError
 from ..models.model import Model
+from ..models.placement import materialized
 
 
 @dataclass
@@ -48,14 +49,16 @@ class Norm:
 def norm_of(bridge_norm) -> Norm:
     """The formula of one of the bridge's normalisation components (``ln_final``, ``ln1_post``...)."""
     module = bridge_norm.original_component
-    weight = bridge_norm.weight.detach().float()
+    with materialized(module):  # a copy: an offloaded module holds placeholders outside a forward
+        weight = bridge_norm.weight.detach().float().clone()
+        bias = getattr(module, "bias", None)
+        bias = None if bias is None else bias.detach().float().clone()
     if bridge_norm.uses_weight_offset:
         weight = 1.0 + weight
-    bias = getattr(module, "bias", None)
     eps = getattr(module, "eps", None) or getattr(module, "variance_epsilon", None) or getattr(
         bridge_norm.config, "eps", 1e-5)
     return Norm(center=not bridge_norm.uses_rms_norm, weight=weight,
-                bias=None if bias is None or bridge_norm.uses_rms_norm else bias.detach().float(), eps=float(eps))
+                bias=None if bias is None or bridge_norm.uses_rms_norm else bias, eps=float(eps))
 
 
 def final_norm(model: Model) -> Norm:
@@ -65,9 +68,11 @@ def final_norm(model: Model) -> Norm:
 def unembed_matrix(model: Model) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``W_U`` ``[d_model, vocab]`` and ``b_U`` (None when the model has no output bias), float32."""
     bridge = model.bridge
-    b_u = getattr(bridge.unembed, "b_U", None)
-    w_u = bridge.W_U.detach().float()
-    return w_u, None if b_u is None or not bool(b_u.abs().max() > 0) else b_u.detach().float()
+    with materialized(bridge.unembed.original_component):
+        b_u = getattr(bridge.unembed, "b_U", None)
+        b_u = None if b_u is None else b_u.detach().float().clone()
+        w_u = bridge.W_U.detach().float().clone()
+    return w_u, None if b_u is None or not bool(b_u.abs().max() > 0) else b_u
 
 
 def head_outputs(model: Model, layer: int, z: torch.Tensor,
@@ -81,10 +86,12 @@ def head_outputs(model: Model, layer: int, z: torch.Tensor,
     (the block's whole ``attn.hook_out``, ``[..., d_model]``) gives the frozen scale of that norm.
     """
     block = model.bridge.blocks[layer]
-    w_o = block.attn.W_O.detach().float().to(z.device)  # [n_heads, d_head, d_model]
+    with materialized(block.attn.original_component):
+        w_o = block.attn.W_O.detach().float().to(z.device)  # [n_heads, d_head, d_model]
+        b_o = getattr(block.attn, "b_O", None)
+        b_o = None if b_o is None else b_o.detach().float().to(z.device)
     heads = torch.einsum("...hd,hdm->...hm", z.float(), w_o)
-    b_o = getattr(block.attn, "b_O", None)
-    bias = None if b_o is None else b_o.detach().float().to(z.device).expand(heads.shape[:-2] + heads.shape[-1:])
+    bias = None if b_o is None else b_o.expand(heads.shape[:-2] + heads.shape[-1:])
     post = getattr(block, "ln1_post", None)
     if post is not None:
         if attn_out is None:
