@@ -28,7 +28,7 @@ import torch
 
 from ...probes import HeadscopeError, Model, Result
 from ...probes.engine.generate import generate
-from ...probes.engine.run import row_chunks, run
+from ...probes.engine.run import Halving, row_chunks, run
 from ...probes.models import hooks
 from ...probes.models.model import Batch, Tokens
 from ...probes.progress import tracked
@@ -219,7 +219,7 @@ def _rows(model: Model, steering: Steering, unique: list[Setting], batch: Batch,
             for start in starts]
     chunks = [(start, group[sl]) for start, group in jobs
               for sl in row_chunks(model, len(group), width, batch_size, per_row=n_texts)]
-    for start, group in tracked(chunks, desc=desc, unit="batch", disable=not progress):
+    def forward(start: int, group: list[int]) -> None:
         text_rows = torch.arange(n_texts).repeat(len(group))
         ids = batch.input_ids[text_rows.to(batch.input_ids.device)]
         rows = Batch(ids, batch.lengths[text_rows.to(batch.lengths.device)])
@@ -228,6 +228,10 @@ def _rows(model: Model, steering: Steering, unique: list[Setting], batch: Batch,
                      start_layer=start, resid=_rows_of(clean.cache[hooks.resid_pre(start)], text_rows),
                      logits_at=rows.last if logits_at_last else None)
         out[group] = score(result.logits, text_rows).cpu().unflatten(0, (len(group), n_texts))
+
+    halving = Halving("settings")
+    for start, group in tracked(chunks, desc=desc, unit="batch", disable=not progress):
+        halving(group, lambda part, start=start: forward(start, part))
     return out
 
 

@@ -19,7 +19,7 @@ from typing import Sequence
 import pandas as pd
 import torch
 
-from .run import Record, hook_names, row_chunks, run
+from .run import Halving, Record, hook_names, row_chunks, run
 from ..errors import HeadscopeError
 from ..models.model import Model
 from ..text.prompts import read_prompts
@@ -155,29 +155,34 @@ def capture(
             "batch_size": slices[0].stop - slices[0].start if slices else 0}
     writer = _ShardWriter(Path(out), shard_rows, overwrite) if out is not None else None
     frames, kept = [], {n: [] for n in names}
+    def forward(prompt_rows: list[int]) -> None:
+        sl = slice(prompt_rows[0], prompt_rows[-1] + 1)
+        rows, pos = _row_positions([len(t) for t in toks[sl]], positions)
+        if len(rows) == 0:
+            return
+        batch = model.batch(toks[sl])
+        # indices on the model's device before the forward: a copy inside a hook would wait for the GPU
+        at = [None if i is None else i.to(model.device) for i in (rows, pos, head_index)]
+        keep = lambda n, a: _select(n, a, *(None if i is None else i.to(a.device) for i in at), longest)  # noqa: E731
+        result = run(model, batch, record=Record(names, keep=keep), logits=False)  # stops after the last hook
+        ids = [toks[sl][r].ids[p] for r, p in zip(rows.tolist(), pos.tolist())]  # from the CPU tokens
+        frame = pd.DataFrame({"prompt": (rows + sl.start).tolist(), "position": pos.tolist(),
+                              "token": [model.tokenizer.decode([i]) for i in ids]})
+        # kept in memory, the copies to the host are queued behind the forward, not waited for: the
+        # next batch's forward is launched meanwhile (synchronised once, before the tensors are read)
+        values = {n: result.cache[n].to("cpu" if device == "cpu" else model.device, non_blocking=writer is None)
+                  for n in names}
+        if writer is not None:
+            writer.add(frame, values)
+        else:
+            frames.append(frame)
+            for n in names:
+                kept[n].append(values[n])
+
+    halving = Halving("prompts")
     try:
         for sl in tracked(slices, desc="capture", unit="batch", disable=not progress):
-            rows, pos = _row_positions([len(t) for t in toks[sl]], positions)
-            if len(rows) == 0:
-                continue
-            batch = model.batch(toks[sl])
-            # indices on the model's device before the forward: a copy inside a hook would wait for the GPU
-            at = [None if i is None else i.to(model.device) for i in (rows, pos, head_index)]
-            keep = lambda n, a: _select(n, a, *(None if i is None else i.to(a.device) for i in at), longest)  # noqa: E731
-            result = run(model, batch, record=Record(names, keep=keep), logits=False)  # stops after the last hook
-            ids = [toks[sl][r].ids[p] for r, p in zip(rows.tolist(), pos.tolist())]  # from the CPU tokens
-            frame = pd.DataFrame({"prompt": (rows + sl.start).tolist(), "position": pos.tolist(),
-                                  "token": [model.tokenizer.decode([i]) for i in ids]})
-            # kept in memory, the copies to the host are queued behind the forward, not waited for: the
-            # next batch's forward is launched meanwhile (synchronised once, before the tensors are read)
-            values = {n: result.cache[n].to("cpu" if device == "cpu" else model.device, non_blocking=writer is None)
-                      for n in names}
-            if writer is not None:
-                writer.add(frame, values)
-            else:
-                frames.append(frame)
-                for n in names:
-                    kept[n].append(values[n])
+            halving(list(range(sl.start, sl.stop)), forward)
         if model.device.type == "cuda":  # the queued copies to the host are done
             torch.cuda.synchronize(model.device)
         meta["seconds"] = round(time.perf_counter() - started, 3)

@@ -31,7 +31,7 @@ from ..models import hooks
 from ..errors import HeadscopeError
 from .attention_mode import choose_attention
 from .interventions import Intervention
-from .run import Record, RunOutput, auto_batch_size, prefix_cache, run
+from .run import Halving, Record, RunOutput, auto_batch_size, prefix_cache, run
 from ..models.model import Batch, Model, Tokens
 from ..progress import tracked
 
@@ -117,7 +117,9 @@ def sweep(
     out = None
     ids = torch.tensor([p.ids for p in prompts], device=model.device)
     base_rows = torch.arange(n_base)
-    for group in tracked(groups, desc=desc, unit="batch", disable=not progress):
+
+    def forward(group: list[int]) -> None:
+        nonlocal out
         t, start = first_pos[group[0]], min(first_layer[i] for i in group)
         k = len(group)
         rows_base = base_rows.repeat(k)
@@ -134,6 +136,10 @@ def sweep(
         if out is None:
             out = torch.empty(len(variants), *scored.shape[1:])
         out[group] = scored
+
+    halving = Halving("variants")
+    for group in tracked(groups, desc=desc, unit="batch", disable=not progress):
+        halving(group, forward)  # each half starts at its own first position and layer
     return out
 
 
