@@ -35,16 +35,20 @@ def listen(listener: Listener) -> Iterator[None]:
         _listener.reset(token)
 
 
-def tracked(items: Iterable[T], desc: str, unit: str = "it", disable: bool = False) -> Iterator[T]:
-    """Iterate over ``items`` with a progress bar (unless ``disable``) and tell the listener, if any."""
-    items = list(items)
+def tracked(items: Iterable[T], desc: str, unit: str = "it", disable: bool = False,
+            total: int | None = None) -> Iterator[T]:
+    """Iterate over ``items`` with a progress bar (unless ``disable``) and tell the listener, if any;
+    ``total``: how many items a generator will give (else ``items`` is read into a list first)."""
+    if total is None:
+        items = list(items)
+        total = len(items)
     listener = _listener.get()
     if listener is not None:
-        listener(0, len(items), desc)
-    for done, item in enumerate(_tqdm()(items, desc=desc, unit=unit, disable=disable), start=1):
+        listener(0, total, desc)
+    for done, item in enumerate(_tqdm()(items, desc=desc, unit=unit, disable=disable, total=total), start=1):
         yield item
         if listener is not None:
-            listener(done, len(items), desc)
+            listener(done, total, desc)
 
 
 def tell(done: int, total: int, desc: str) -> None:

@@ -86,7 +86,7 @@ def test_head_report_files(tiny_llama, tmp_path):
     assert len(meta["combinations"]) == 2 and "spearman_gradient_importance_vs_effect" in meta["combinations"][0]
     pruning = pd.read_parquet(out / "pruning.parquet")
     assert set(pruning["prompt_set"]) == {"a", "b"} and pruning["fraction"].max() == 1
-    assert not (tmp_path / ".report.partial").exists()
+    assert not (tmp_path / ".report.shards").exists()
     # the per-set means match the per-prompt table
     mean = by_prompt[by_prompt["prompt_set"] == "a"].groupby(["layer", "head"])["effect"].mean().to_numpy()
     np.testing.assert_allclose(heads[heads["prompt_set"] == "a"]["effect"], mean)
@@ -97,21 +97,21 @@ def test_head_report_resumes_after_interruption(tiny_llama, tmp_path, monkeypatc
     prompts = prompt_file(tmp_path / "p.jsonl", recs)
     whole = head_report([tiny_llama], [prompts], tmp_path / "whole", chunk_size=2, progress=False)
 
-    real_chunk = head_report_module._chunk
+    real_chunk = head_report_module._ablations
     calls = []
 
-    def interrupted(setup, path, indices, batch_size):
-        calls.append(path)
+    def interrupted(model, prompts, indices, **options):
+        calls.append(indices)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return real_chunk(setup, path, indices, batch_size)
+        return real_chunk(model, prompts, indices, **options)
 
-    monkeypatch.setattr(head_report_module, "_chunk", interrupted)
+    monkeypatch.setattr(head_report_module, "_ablations", interrupted)
     with pytest.raises(KeyboardInterrupt):
         head_report([tiny_llama], [prompts], tmp_path / "resumed", chunk_size=2, progress=False)
     assert not (tmp_path / "resumed").exists()  # nothing that looks complete
-    assert len(list((tmp_path / ".resumed.partial").glob("*.parquet"))) == 2
-    monkeypatch.setattr(head_report_module, "_chunk", real_chunk)
+    assert len(list((tmp_path / ".resumed.shards").glob("*-c*.done.parquet"))) == 2
+    monkeypatch.setattr(head_report_module, "_ablations", real_chunk)
     resumed = head_report([tiny_llama], [prompts], tmp_path / "resumed", chunk_size=2, progress=False)
     for name in ("heads.parquet", "heads_by_prompt.parquet"):
         pd.testing.assert_frame_equal(pd.read_parquet(whole / name), pd.read_parquet(resumed / name))
@@ -133,7 +133,7 @@ def test_head_report_bad_input_leaves_nothing(tiny_llama, tmp_path):
     corrupted = prompt_file(tmp_path / "c.jsonl", [{"prompt": "a b c", "target": " d", "corrupted": "a b c d e f"}])
     with pytest.raises(HeadscopeError, match="the prompt.s token length"):  # found once the model is loaded
         head_report([tiny_llama], [corrupted], tmp_path / "out", mode="resample", progress=False)
-    assert not (tmp_path / "out").exists() and not (tmp_path / ".out.partial").exists()
+    assert not (tmp_path / "out").exists() and not (tmp_path / ".out.shards").exists()
 
 
 def test_cli_heads(tmp_path, capsys):

@@ -196,8 +196,8 @@ def test_lens_files_and_head_report_resume_directories(tmp_path, tiny_llama):
 
     prompts = tmp_path / "p.jsonl"
     prompts.write_text(json.dumps({"prompt": "The cat sat on the", "target": " mat"}) + "\n")
-    user_dir(tmp_path / ".report.partial")  # not a resume directory of ours
+    user_dir(tmp_path / ".report.shards")  # not a shard directory of ours
     before = snapshot(tmp_path)
-    with pytest.raises(HeadscopeError, match="resume directory"):
+    with pytest.raises(HeadscopeError, match="shard directory"):
         head_report([tiny_llama], [prompts], tmp_path / "report", progress=False)
     assert snapshot(tmp_path) == before

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ...circuits.causal.patching import KINDS as PATCH_KINDS, METHODS
 from ...circuits.causal.tracing import KINDS as TRACE_KINDS
 from .base import Command
-from .options import choice_list, emit, interval_options, load, number_or_text
+from .options import batch_run, choice_list, emit, interval_options, load, number_or_text, ray_options
 
 
 def trace_arguments(p) -> None:
@@ -21,6 +21,7 @@ def trace_arguments(p) -> None:
                    help="noise scale: a multiple of the embedding std (3sd) or a number")
     p.add_argument("--window", type=int, default=None, help="layers restored around each layer (default n_layers/5)")
     interval_options(p, " over the facts (with --facts)")
+    ray_options(p)
 
 
 def trace(args) -> None:
@@ -32,9 +33,10 @@ def trace(args) -> None:
         from ...circuits.causal.fact_effects import average_indirect_effects, read_facts
 
         facts = read_facts(args.facts)
-        result = average_indirect_effects(load(args), facts, max_facts=args.max_facts, interval=args.interval,
-                                          level=args.level, **options)
-        result.save(args.out, overwrite=args.overwrite)
+        with batch_run(args) as (model, cluster, shards):
+            result = average_indirect_effects(model, facts, max_facts=args.max_facts, interval=args.interval,
+                                              level=args.level, cluster=cluster, shards=shards, **options)
+            result.save(args.out, overwrite=args.overwrite)
         meta = result.meta
         emit(args, {"out": args.out, **{k: meta[k] for k in ("n_facts", "n_dropped", "n_facts_given", "interval")}},
              f"averaged over {meta['n_facts']} known facts ({meta['n_dropped']} of {meta['n_facts_given']} dropped "
@@ -42,6 +44,8 @@ def trace(args) -> None:
         return
     if not args.prompt or args.subject is None:
         raise HeadscopeError("trace needs --prompt and --subject (or --facts FILE.jsonl)")
+    if args.ray:
+        raise HeadscopeError("--ray runs the batch form, trace --facts FILE.jsonl; one prompt's trace runs here")
     from ...circuits.causal.tracing import trace as causal_trace
 
     result = causal_trace(load(args), args.prompt, args.subject, args.target, **options)

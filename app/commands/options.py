@@ -7,6 +7,7 @@ metric or kind is declared once in the project and checked once, by argparse, be
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 
 MODEL_SPEC = "alias, random:<arch>, .gguf file, model dir or hub name"
@@ -177,4 +178,55 @@ def load(args):
     """The model the common options name."""
     from ...probes import load_model
 
-    return load_model(args.model, device=args.device, dtype=args.dtype, seed=args.seed, **placement(args))
+    return load_model(**load_arguments(args))
+
+
+def load_arguments(args) -> dict:
+    """``load_model``'s arguments from the common options (what a Ray worker loads)."""
+    return {"spec": args.model, "device": args.device, "dtype": args.dtype, "seed": args.seed, **placement(args)}
+
+
+def ray_options(parser: argparse.ArgumentParser) -> None:
+    """``--ray [ADDRESS] --workers N``: a batch command's units on a Ray cluster."""
+    parser.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                        help="run the work's units on Ray: local (a Ray started for the run; the default with --ray "
+                             "alone), auto (the cluster this machine belongs to) or a cluster's address; needs "
+                             "pip install 'headscope[ray]'")
+    parser.add_argument("--workers", type=at_least(1, "--workers"), default=None,
+                        help="with --ray, model copies (default: one per GPU, or 2)")
+
+
+def cluster(args):
+    """The ``Cluster`` that ``--ray`` and ``--workers`` name, or None."""
+    from ...probes.engine.units import Cluster
+
+    return Cluster(args.ray, args.workers) if args.ray else None
+
+
+@contextlib.contextmanager
+def batch_run(args):
+    """``(model, cluster, shards)`` of a batch command: the loaded model here, or with ``--ray`` the arguments
+    each worker loads it with; the units' shard directory beside ``--out`` (finished units are reused by
+    the same command run again), removed once the result is written."""
+    import shutil
+
+    from ...probes import HeadscopeError
+    from ...probes.engine.units import check_cluster, on_cluster, shard_dir, start_shards
+    from ...probes.results.outputs import check_output_dir
+
+    where = cluster(args)
+    check_cluster(where)
+    params = {k: v for k, v in vars(args).items() if k not in _NOT_PARAMS}
+    shards = shard_dir(check_output_dir(args.out, args.overwrite), params)
+    model = load(args) if where is None else load_arguments(args)
+    start_shards(shards, params)
+    try:
+        with on_cluster(where):
+            yield model, where, shards
+    except HeadscopeError:  # a mistake found once the work started: nothing is left behind
+        shutil.rmtree(shards, ignore_errors=True)
+        raise
+    shutil.rmtree(shards, ignore_errors=True)
+
+
+_NOT_PARAMS = ("command", "out", "overwrite", "json", "debug", "ray", "workers", "name")

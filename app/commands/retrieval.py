@@ -8,7 +8,7 @@ from ...circuits.retrieval.haystack import TEMPLATES
 from ...circuits.retrieval.masking import MODES as MASK_MODES
 from ...circuits.retrieval.scores import MODES
 from .base import Command
-from .options import FLOATS, INTS, choice_list, emit, interval_options, load
+from .options import FLOATS, INTS, batch_run, choice_list, emit, interval_options, load, ray_options
 
 
 def needle_tests(p, lengths: str = "256,512,1024,2048", depths: str = "0,0.25,0.5,0.75,1") -> None:
@@ -37,20 +37,25 @@ def grid(args, model):
 
 def scores_arguments(p) -> None:
     needle_tests(p)
+    ray_options(p)
     p.add_argument("--mode", default="greedy", choices=MODES, help="greedy (the reference's score) or teacher-forced")
     p.add_argument("--threshold", type=float, default=0.1, help="score above which a head is a retrieval head")
     interval_options(p)
 
 
 def scores(args) -> None:
-    from ...circuits.retrieval.haystack import read_needles
-    from ...circuits.retrieval.scores import retrieval_heads
+    from ...circuits.retrieval.haystack import grid_cells, read_needles
+    from ...circuits.retrieval.scores import retrieval_scan
 
-    read_needles(args.needles)  # a malformed needle file stops here, before the model loads
-    model = load(args)
-    result = retrieval_heads(model, grid(args, model), mode=args.mode, max_new_tokens=args.max_new_tokens,
-                             threshold=args.threshold, interval=args.interval, level=args.level, seed=args.seed)
-    result.save(args.out, overwrite=args.overwrite)
+    # a malformed needle file or grid stops here, before the model loads
+    cells = grid_cells(args.lengths, args.depths, read_needles(args.needles), seed=args.seed,
+                       needles_per_cell=args.needles_per_cell)
+    chat = None if args.template == "auto" else args.template == "chat"
+    with batch_run(args) as (model, cluster, shards):
+        result = retrieval_scan(model, cells, chat=chat, mode=args.mode, max_new_tokens=args.max_new_tokens,
+                                threshold=args.threshold, interval=args.interval, level=args.level, seed=args.seed,
+                                cluster=cluster, shards=shards)
+        result.save(args.out, overwrite=args.overwrite)
     heads = result.heads()
     top = ", ".join(f"L{l}H{h} {s:.2f}" for l, h, s in heads[["layer", "head", "score"]].head(5).itertuples(index=False))
     emit(args, {"out": args.out, "n_kept": result.meta["n_kept"], "n_tests": result.meta["n_tests"],

@@ -15,17 +15,16 @@ reference plots a normal one; with 40 facts the t interval is 3% wider), and the
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import random
 
-import numpy as np
 import pandas as pd
 
 from ...probes import HeadscopeError, Model, Result, read_records, run
 from ...probes.engine.run import row_chunks
-from ...probes.progress import tracked
 
 from ..stats import check_interval, interval_meta, mean_interval
 from .tracing import KINDS, default_window, noise_scale, trace
@@ -99,7 +98,7 @@ class AverageTrace(Result):
 
 
 def average_indirect_effects(
-    model: Model,
+    model,
     facts: list[dict] | str | Path,
     *,
     kinds: tuple[str, ...] = KINDS,
@@ -111,46 +110,80 @@ def average_indirect_effects(
     interval: str = "t",
     level: float = 0.95,
     batch_size: int | None = None,
+    chunk: int = 4,
+    cluster=None,
+    shards: Path | None = None,
     progress: bool = True,
 ) -> AverageTrace:
     """Trace every known fact (or a seeded sample of ``max_facts``) and average the indirect effects by
-    bucket, with ``level`` intervals over the facts (``interval``: Student-t, or a seeded BCa bootstrap)."""
+    bucket, with ``level`` intervals over the facts (``interval``: Student-t, or a seeded BCa bootstrap).
+
+    The work is units (``probes.engine.units``): one finds the known facts and the noise scale, then each
+    ``chunk`` of facts is traced; they run here on ``model`` (a ``Model``, or ``load_model`` arguments), or
+    on Ray (``cluster``) with one model copy per worker, ``shards`` keeping finished units."""
+    from ...probes.engine.units import Unit, run_units
+
     check_interval(interval, level)
-    window = default_window(model) if window is None else window
     started = time.perf_counter()
     if not isinstance(facts, list):
         facts = read_facts(facts)
     if max_facts is not None and max_facts < 1:
         raise HeadscopeError(f"max_facts {max_facts} must be at least 1")
-    scale = noise_scale(model, noise, [f["subject"] for f in facts])
-    known = known_facts(model, facts, batch_size)
+    local = model if isinstance(model, Model) else None
+    where = dict(model=local, load=None if local is not None else model, cluster=cluster, shards=shards,
+                 progress=progress)
+    first = run_units([Unit("known", _known, {"facts": facts, "noise": noise, "window": window,
+                                              "batch_size": batch_size})], desc="known facts", **where)[0]
+    info = json.loads(first["info"]["json"].iloc[0])
+    known = first["rows"]["fact"].tolist()
     if not known:
         raise HeadscopeError(f"the model gets none of the {len(facts)} facts right; nothing to trace")
     used = known
     if max_facts is not None and max_facts < len(known):  # a seeded sample, across relations
         picked = set(random.Random(seed).sample(range(len(known)), max_facts))
         used = [f for i, f in enumerate(known) if i in picked]
-    values: dict[tuple[str, str, int], list[float]] = {}
-    highs, lows = [], []
-    for fact in tracked(used, desc="facts", unit="fact", disable=not progress):
-        result = trace(model, fact["prompt"], fact["subject"], fact["target"], kinds=kinds, samples=samples,
-                       noise=scale, window=window, seed=seed, batch_size=batch_size, progress=False)
-        highs.append(result.meta["high_score"])
-        lows.append(result.meta["low_score"])
+    options = {"kinds": list(kinds), "samples": samples, "noise": info["noise_scale"], "window": info["window"],
+               "seed": seed, "batch_size": batch_size}
+    units = [Unit(f"facts-{start}", _traced, {"facts": [(i, facts[i]) for i in used[start:start + chunk]], **options})
+             for start in range(0, len(used), chunk)]
+    traced = pd.concat([d["rows"] for d in run_units(units, desc="facts", **where)], ignore_index=True)
+    rows = []
+    for (kind, bucket, layer), part in traced.groupby(["kind", "bucket", "layer"], sort=False):
+        mean, low, high = mean_interval(part["effect"].to_numpy(), method=interval, level=level, seed=seed)
+        rows.append({"kind": kind, "bucket": bucket, "layer": layer, "effect": float(mean),
+                     "ci_low": float(low), "ci_high": float(high), "n": len(part)})
+    frame = pd.DataFrame(rows).sort_values(["kind", "bucket", "layer"], ignore_index=True)
+    scores = traced.drop_duplicates("fact")
+    meta = {"model": info["model"], "n_facts_given": len(facts), "n_known": len(known),
+            "n_dropped": len(facts) - len(known), "n_facts": len(used), "kinds": list(kinds), "samples": samples,
+            "noise": noise, "noise_scale": info["noise_scale"], "window": info["window"], "seed": seed,
+            "mean_high_score": float(scores["high_score"].mean()), "mean_low_score": float(scores["low_score"].mean()),
+            "interval": interval_meta(interval, level, len(used)), "seconds": round(time.perf_counter() - started, 3)}
+    return AverageTrace(frame, meta)
+
+
+# -- the units (``probes.engine.units``) ---------------------------------------------------------------------
+
+def _known(model: Model, facts: list[dict], noise, window, batch_size) -> dict[str, pd.DataFrame]:
+    """Which facts the model knows (their indices), and the noise scale and window the traces use."""
+    kept = {id(f) for f in known_facts(model, facts, batch_size)}
+    info = {"model": model.spec, "noise_scale": noise_scale(model, noise, [f["subject"] for f in facts]),
+            "window": default_window(model) if window is None else window}
+    return {"rows": pd.DataFrame({"fact": [i for i, f in enumerate(facts) if id(f) in kept]}, dtype="int64"),
+            "info": pd.DataFrame({"json": [json.dumps(info)]})}
+
+
+def _traced(model: Model, facts: list[tuple[int, dict]], kinds, samples, noise, window, seed,
+            batch_size) -> pd.DataFrame:
+    """Each fact's indirect effects by (kind, bucket, layer), and its clean and corrupted scores."""
+    rows = []
+    for i, fact in facts:
+        result = trace(model, fact["prompt"], fact["subject"], fact["target"], kinds=tuple(kinds), samples=samples,
+                       noise=noise, window=window, seed=seed, batch_size=batch_size, progress=False)
         effect = result.frame.set_index(["kind", "layer", "position"])["indirect_effect"]
         for position, bucket in position_buckets(result.meta["subject_positions"], result.meta["last_position"] + 1):
             for kind in kinds:
                 for layer in range(model.n_layers):
-                    values.setdefault((kind, bucket, layer), []).append(float(effect[(kind, layer, position)]))
-    rows = []
-    for (kind, bucket, layer), vals in values.items():
-        mean, low, high = mean_interval(vals, method=interval, level=level, seed=seed)
-        rows.append({"kind": kind, "bucket": bucket, "layer": layer, "effect": float(mean),
-                     "ci_low": float(low), "ci_high": float(high), "n": len(vals)})
-    frame = pd.DataFrame(rows).sort_values(["kind", "bucket", "layer"], ignore_index=True)
-    meta = {"model": model.spec, "n_facts_given": len(facts), "n_known": len(known), "n_dropped": len(facts) - len(known),
-            "n_facts": len(used), "kinds": list(kinds), "samples": samples, "noise": noise, "noise_scale": scale,
-            "window": window, "seed": seed, "mean_high_score": float(np.mean(highs)),
-            "mean_low_score": float(np.mean(lows)), "interval": interval_meta(interval, level, len(used)),
-            "seconds": round(time.perf_counter() - started, 3)}
-    return AverageTrace(frame, meta)
+                    rows.append((i, kind, bucket, layer, float(effect[(kind, layer, position)]),
+                                 result.meta["high_score"], result.meta["low_score"]))
+    return pd.DataFrame(rows, columns=["fact", "kind", "bucket", "layer", "effect", "high_score", "low_score"])

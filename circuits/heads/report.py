@@ -17,9 +17,12 @@
   the magnitude of importance;
 - ``meta.json``: parameters, model and prompt-set descriptions, rank correlations, timings.
 
-The ablations run in chunks of prompts, each saved under ``.<out>.partial`` next to ``out``; a run
-interrupted and started again with the same parameters reuses the finished chunks (chunks are fixed
-by prompt index, so the result equals an uninterrupted run's). ``out`` appears only when complete.
+The work is units (``probes.engine.units``): each model's detector scores, each prompt set's attention
+sink and gradient importance, each chunk of prompts' ablations, then each set's pruning curve; they run
+here, or on a Ray cluster with one model copy per worker. Each unit's rows are saved under
+``.<out>.shards`` next to ``out``; a run interrupted and started again with the same parameters reuses
+the finished units (chunks are fixed by prompt index, so the result equals an uninterrupted run's, and
+a Ray run's equals a single-process run's). ``out`` appears only when complete.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ from __future__ import annotations
 import html
 import json
 import os
-import re
 import shutil
 import time
 from pathlib import Path
@@ -35,8 +37,8 @@ from pathlib import Path
 import pandas as pd
 
 from ...probes import HeadscopeError, Model, Result, load_model
+from ...probes.engine.units import Cluster, Unit, check_cluster, on_cluster, run_units, shard_dir, start_shards
 from ...probes.models.loading import check_model_spec, resolve_device, resolve_dtype
-from ...probes.progress import tracked
 from ...probes.results.outputs import check_output_dir
 
 from .ablation import LOWER_IS_BETTER, check_options, prepare
@@ -99,7 +101,7 @@ class HeadReport(Result):
                       f"<p>Model {html.escape(info['model'])}: {mi.get('n_layers')} layers x {mi.get('n_heads')} "
                       f"{html.escape(info['heads_are'])}, {mi.get('architecture')}, {mi.get('dtype')}, "
                       f"{mi.get('device')}. Prompt set {html.escape(info['prompt_set'])} ({info['n_prompts']} prompts, "
-                      f"{html.escape(info['prompt_source'])}). {info['seconds']} s.</p>"]
+                      f"{html.escape(info['prompt_source'])}).</p>"]
             for note in info.get("notes", []):
                 parts.append(f"<p><i>{html.escape(note)}</i></p>")
             if "spearman_gradient_importance_vs_effect" in info:
@@ -136,14 +138,17 @@ def head_report(
     overwrite: bool = False,
     progress: bool = True,
     placement: dict | None = None,
+    cluster: Cluster | None = None,
 ) -> Path:
     """Run the head analyses for every model x prompt set and write the report (module docstring).
 
     ``out`` must be a new directory, or an earlier result replaced with ``overwrite`` (``outputs``);
-    ``placement``: ``load_model``'s ``device_map``, ``max_memory`` and ``offload_folder``."""
+    ``placement``: ``load_model``'s ``device_map``, ``max_memory`` and ``offload_folder``; ``cluster``: run the
+    units on Ray (``probes.engine.units``), each worker holding one copy of the model."""
     started = time.perf_counter()
     out = check_output_dir(out, overwrite)
     check_options(mode, metric, positions)
+    check_cluster(cluster)
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise HeadscopeError(f"chunk_size {chunk_size!r} must be at least 1")
     if not models or not prompt_files:
@@ -163,32 +168,57 @@ def head_report(
               "prompt_files_mtime": [os.path.getmtime(ps.source) for ps in sets], "mode": mode, "metric": metric,
               "positions": positions, "gradient": gradient, "pruning": pruning, "seed": seed, "dtype": dtype,
               "chunk_size": chunk_size, "columns": ["clean", "ablated", "effect", "direct_effect", "self_repair"]}
-    partial = _resume_dir(out, params)
+    shards = shard_dir(out, params)
+    options = {"mode": mode, "metric": metric, "positions": positions, "batch_size": batch_size}
 
+    with on_cluster(cluster):
+        heads_rows, by_prompt, pruning_rows, combos = _report(models, specs, sets, cluster, shards, params, options,
+                                                              gradient, pruning, device, dtype, seed, placement,
+                                                              chunk_size, progress)
+    meta = {"params": {k: v for k, v in params.items() if k != "prompt_files_mtime"}, "combinations": combos,
+            "seconds": round(time.perf_counter() - started, 3), "ray": None if cluster is None else
+            {"address": cluster.address, "workers": cluster.workers}}
+    tables = {"heads_by_prompt": pd.concat(by_prompt, ignore_index=True),
+              "pruning": pd.concat(pruning_rows, ignore_index=True) if pruning_rows else None}
+    HeadReport(pd.concat(heads_rows, ignore_index=True), meta, tables).save(out, overwrite)
+    shutil.rmtree(shards, ignore_errors=True)
+    return out
+
+
+def _report(models, specs, sets, cluster, shards, params, options, gradient, pruning, device, dtype, seed, placement,
+            chunk_size, progress):
+    """Every model x prompt set's tables, from the report's units (run here or on Ray)."""
     heads_rows, by_prompt, pruning_rows, combos = [], [], [], []
     for mi, spec in enumerate(models):
-        model = spec if isinstance(spec, Model) else load_model(spec, device=device, dtype=dtype, seed=seed,
-                                                                 **(placement or {}))
-        detectors = detector_scores(model, seed=seed)
+        load = {"spec": specs[mi], "device": device, "dtype": dtype if not isinstance(spec, Model) else spec.dtype,
+                "seed": seed, **(placement or {})}
+        model = spec if isinstance(spec, Model) else None
+        if model is None and cluster is None:
+            model = load_model(**load)
+        units = [Unit(f"m{mi}-detectors", _detectors, {"seed": seed})]
         for si, ps in enumerate(sets):
-            t0 = time.perf_counter()
-            setup = prepare(model, ps, mode=mode, metric=metric, positions=positions, batch_size=batch_size)
-            starts = range(0, len(ps), chunk_size)
-            frames = []
-            if not partial.exists():  # only now: a run that fails in its checks leaves nothing behind
-                partial.mkdir(parents=True)
-                (partial / "params.json").write_text(json.dumps(params))
-            for ci in tracked(starts, desc=f"{model.spec} / {ps.name}", unit="chunk", disable=not progress):
-                frames.append(_chunk(setup, partial / f"m{mi}-s{si}-c{ci // chunk_size}.parquet",
-                                     list(range(ci, min(ci + chunk_size, len(ps)))), batch_size))
-            ablation = HeadAblation(pd.concat(frames, ignore_index=True),
-                                    {"model": model.spec, **setup.describe()})
-            table = ablation.summary().merge(detectors, on=["layer", "head"])
-            table = table.merge(attention_sink(model, setup.encoded.tokens), on=["layer", "head"])
-            info = {"model": model.spec, "prompt_set": ps.name, "prompt_source": ps.source, "n_prompts": len(ps),
-                    "model_info": model.info(), **{k: v for k, v in setup.describe().items() if k not in ("prompt_set",)}}
+            units.append(Unit(f"m{mi}-s{si}-set", _prompt_set, {"prompts": ps, **options}))
             if gradient:
-                importance = gradient_importance(setup, batch_size=batch_size).frame
+                units.append(Unit(f"m{mi}-s{si}-gradient", _gradient, {"prompts": ps, **options}))
+            units += [Unit(f"m{mi}-s{si}-c{c}", _ablations,
+                           {"prompts": ps, "indices": list(range(start, min(start + chunk_size, len(ps)))), **options})
+                      for c, start in enumerate(range(0, len(ps), chunk_size))]
+        start_shards(shards, params)  # only now: a run that fails in its checks leaves nothing behind
+        name = specs[mi]
+        done = dict(zip((u.key for u in units), run_units(units, model=model, load=load, cluster=cluster,
+                                                          shards=shards, progress=progress, desc=name)))
+        second = []
+        for si, ps in enumerate(sets):
+            info = json.loads(done[f"m{mi}-s{si}-set"]["info"]["json"].iloc[0])
+            chunks = [done[u.key]["rows"] for u in units if u.key.startswith(f"m{mi}-s{si}-c")]
+            ablation = HeadAblation(pd.concat(chunks, ignore_index=True), {"model": name, **info["described"]})
+            table = ablation.summary().merge(done[f"m{mi}-detectors"]["rows"], on=["layer", "head"])
+            table = table.merge(done[f"m{mi}-s{si}-set"]["rows"], on=["layer", "head"])
+            info = {"model": name, "prompt_set": ps.name, "prompt_source": ps.source, "n_prompts": len(ps),
+                    "model_info": info["model_info"],
+                    **{k: v for k, v in info["described"].items() if k not in ("prompt_set",)}}
+            if gradient:
+                importance = done[f"m{mi}-s{si}-gradient"]["rows"]
                 table = table.merge(importance.rename(columns={"importance": "gradient_importance",
                                                                "gradient": "gradient_estimate"}), on=["layer", "head"])
                 info["spearman_gradient_importance_vs_effect"] = spearman(table["gradient_importance"], table["effect"])
@@ -196,69 +226,62 @@ def head_report(
                                                                               table["effect"].abs())
                 info["spearman_gradient_estimate_vs_effect"] = spearman(table["gradient_estimate"], table["effect"])
             if pruning:
-                size = {(int(l), int(h)): abs(float(e))  # least important: the smallest single-head effect
-                        for l, h, e in table[["layer", "head", "effect"]].itertuples(index=False)}
-                curve = pruning_curve(setup, size, importance_name="|single-head ablation effect|",
-                                      batch_size=batch_size)
-                info["pruning"] = {k: curve.meta[k] for k in ("importance", "recomputed", "step", "seeds",
-                                                             "knee_fraction", "knee_removed")}
-                pruning_rows.append(curve.frame.assign(model=model.spec, prompt_set=ps.name))
-            info["seconds"] = round(time.perf_counter() - t0, 3)
+                size = [[int(l), int(h), abs(float(e))]  # least important: the smallest single-head effect
+                        for l, h, e in table[["layer", "head", "effect"]].itertuples(index=False)]
+                second.append(Unit(f"m{mi}-s{si}-pruning", _pruning, {"prompts": ps, "sizes": size, **options}))
             table.insert(0, "prompt_set", ps.name)
-            table.insert(0, "model", model.spec)
+            table.insert(0, "model", name)
             frame = ablation.frame.copy()
             frame.insert(0, "prompt_set", ps.name)
-            frame.insert(0, "model", model.spec)
+            frame.insert(0, "model", name)
             heads_rows.append(table)
             by_prompt.append(frame)
             combos.append(info)
+        if second:
+            curves = run_units(second, model=model, load=load, cluster=cluster, shards=shards, progress=progress,
+                               desc=f"{name}: pruning")
+            for unit, curve in zip(second, curves):
+                info = combos[len(combos) - len(sets) + int(unit.key.split("-s")[1].split("-")[0])]
+                info["pruning"] = json.loads(curve["info"]["json"].iloc[0])
+                pruning_rows.append(curve["rows"].assign(model=name, prompt_set=info["prompt_set"]))
         del model
-
-    meta = {"params": {k: v for k, v in params.items() if k != "prompt_files_mtime"}, "combinations": combos,
-            "seconds": round(time.perf_counter() - started, 3)}
-    tables = {"heads_by_prompt": pd.concat(by_prompt, ignore_index=True),
-              "pruning": pd.concat(pruning_rows, ignore_index=True) if pruning_rows else None}
-    HeadReport(pd.concat(heads_rows, ignore_index=True), meta, tables).save(out, overwrite)
-    shutil.rmtree(partial, ignore_errors=True)
-    return out
+    return heads_rows, by_prompt, pruning_rows, combos
 
 
-def _resume_dir(out: Path, params: dict) -> Path:
-    """``.<out>.partial`` beside ``out``: its chunks are reused when ``params`` match, else removed.
+# -- the report's units (``probes.engine.units``): each runs on a model, here or on a Ray worker ---------------
 
-    Only files this module writes there are ever removed; a directory of that name holding
-    anything else is refused."""
-    partial = out.parent / f".{out.name}.partial"
-    if not partial.exists():
-        return partial
-    ours = partial.is_dir() and not partial.is_symlink() and all(
-        f.is_file() and (f.name == "params.json" or _CHUNK.fullmatch(f.name)) for f in partial.iterdir())
-    if not ours:
-        raise HeadscopeError(f"{partial} exists and is not a head report's resume directory; move it away")
-    try:
-        same = json.loads((partial / "params.json").read_text()) == params
-    except (OSError, ValueError):
-        same = False
-    if not same:
-        shutil.rmtree(partial)
-    return partial
+def _json(value) -> pd.DataFrame:
+    return pd.DataFrame({"json": [json.dumps(value, default=str)]})
 
 
-_CHUNK = re.compile(r"m\d+-s\d+-c\d+\.(parquet|tmp)")
+def _detectors(model: Model, seed: int) -> pd.DataFrame:
+    return detector_scores(model, seed=seed)
 
 
-def _chunk(setup, path: Path, indices: list[int], batch_size) -> pd.DataFrame:
-    """One chunk's single-head ablations, read back when a previous run finished it."""
-    if path.exists():
-        return pd.read_parquet(path)
+def _prompt_set(model: Model, prompts, **options) -> dict[str, pd.DataFrame]:
+    """The set's attention sink per head, and what the ablation setup says of itself and of the model."""
+    setup = prepare(model, prompts, **options)
+    return {"rows": attention_sink(model, setup.encoded.tokens),
+            "info": _json({"described": setup.describe(), "model_info": model.info()})}
+
+
+def _gradient(model: Model, prompts, batch_size=None, **options) -> pd.DataFrame:
+    return gradient_importance(prepare(model, prompts, batch_size=batch_size, **options), batch_size=batch_size).frame
+
+
+def _ablations(model: Model, prompts, indices: list[int], batch_size=None, **options) -> pd.DataFrame:
+    """One chunk's single-head ablations, with each head's direct effect and self-repair."""
+    setup = prepare(model, prompts, batch_size=batch_size, **options)
     frame = single_heads(setup, indices=indices, batch_size=batch_size).frame
     heads = list(frame[["layer", "head"]].drop_duplicates().itertuples(index=False, name=None))
-    direct = head_direct_effects(setup, heads, indices, batch_size)
-    frame = frame.merge(direct, on=["prompt", "layer", "head"])
+    frame = frame.merge(head_direct_effects(setup, heads, indices, batch_size), on=["prompt", "layer", "head"])
     frame["self_repair"] = frame["direct_effect"] - frame["effect"]
-    tmp = path.with_suffix(".tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
     return frame
 
 
+def _pruning(model: Model, prompts, sizes: list, batch_size=None, **options) -> dict[str, pd.DataFrame]:
+    setup = prepare(model, prompts, batch_size=batch_size, **options)
+    curve = pruning_curve(setup, {(l, h): v for l, h, v in sizes}, importance_name="|single-head ablation effect|",
+                          batch_size=batch_size)
+    return {"rows": curve.frame, "info": _json({k: curve.meta[k] for k in ("importance", "recomputed", "step", "seeds",
+                                                                        "knee_fraction", "knee_removed")})}

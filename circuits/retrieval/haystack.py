@@ -116,19 +116,22 @@ def build_test(model: Model, length: int, depth: float, needle: Needle, *, seed:
 def needle_grid(model: Model, lengths: list[int], depths: list[float], needles: list[Needle], *, seed: int = 0,
                 chat: bool | None = None, needles_per_cell: int = 1) -> list[NeedleTest]:
     """Every (length, depth) cell with ``needles_per_cell`` needles, taken in a seeded rotation."""
+    return [build_test(model, length, depth, needle, seed=k, chat=chat) for length, depth, needle, k
+            in grid_cells(lengths, depths, needles, seed=seed, needles_per_cell=needles_per_cell)]
+
+
+def grid_cells(lengths: list[int], depths: list[float], needles: list[Needle], *, seed: int = 0,
+               needles_per_cell: int = 1) -> list[tuple[int, float, Needle, int]]:
+    """``needle_grid``'s tests as ``build_test`` arguments ``(length, depth, needle, seed)``, without a model:
+    a worker builds the tests of its share alone."""
     if not lengths or not depths or not needles:
         raise HeadscopeError("a test grid needs at least one length, one depth and one needle")
     if not 1 <= needles_per_cell <= len(needles):
         raise HeadscopeError(f"needles per cell {needles_per_cell} must be between 1 and {len(needles)}")
     order = needles[:]
     random.Random(seed).shuffle(order)
-    tests, k = [], 0
-    for length in lengths:
-        for depth in depths:
-            for _ in range(needles_per_cell):
-                tests.append(build_test(model, length, depth, order[k % len(order)], seed=seed + k, chat=chat))
-                k += 1
-    return tests
+    cells = [(length, depth) for length in lengths for depth in depths for _ in range(needles_per_cell)]
+    return [(length, depth, order[k % len(order)], seed + k) for k, (length, depth) in enumerate(cells)]
 
 
 def _prompt(model: Model, context: str, question: str, chat: bool) -> str:

@@ -198,14 +198,27 @@ def retrieval_heads(
     head's mean score gets a ``level`` interval over the counted tests (``interval``: t, or bootstrap
     seeded with ``seed``)."""
     started = time.perf_counter()
+    check_scan(mode, interval, level)
+    if not tests:
+        raise HeadscopeError("no needle tests given")
+    frame, records = score_tests(model, tests, range(len(tests)), mode, max_new_tokens, progress)
+    return retrieval_result(frame, records, model.spec, model.info(), mode=mode, max_new_tokens=max_new_tokens,
+                            threshold=threshold, interval=interval, level=level, seed=seed, started=started)
+
+
+def check_scan(mode: str, interval: str, level: float) -> None:
     check_interval(interval, level)
     if mode not in MODES:
         raise HeadscopeError(f"unknown mode {mode!r}; use {' or '.join(MODES)}")
-    if not tests:
-        raise HeadscopeError("no needle tests given")
+
+
+def score_tests(model: Model, tests: list[NeedleTest], numbers, mode: str, max_new_tokens: int,
+                progress: bool = False) -> tuple[pd.DataFrame, list[dict]]:
+    """Every head's score on each test (``test, layer, head, score`` rows, the tests numbered ``numbers``)
+    and a record of each test: its needle, the answer and its recall, whether it counts."""
     L, H = model.n_layers, model.n_heads
     rows, records = [], []
-    for i, test in enumerate(tracked(tests, desc=f"retrieval ({mode})", unit="test", disable=not progress)):
+    for i, test in zip(numbers, tracked(tests, desc=f"retrieval ({mode})", unit="test", disable=not progress)):
         if mode == "greedy":
             score, new = score_greedy(model, test, max_new_tokens)
             answer = model.tokenizer.decode(new, skip_special_tokens=True).strip()
@@ -217,15 +230,56 @@ def retrieval_heads(
         records.append({"test": i, "length": test.length, "n_tokens": test.n_tokens, "depth": test.depth,
                         "needle": test.needle.needle, "question": test.needle.question, "answer": answer,
                         "recall": recall, "kept": kept, "span_start": test.span[0], "span_end": test.span[1]})
-    frame = pd.DataFrame({"test": np.repeat(np.arange(len(tests)), L * H),
+    frame = pd.DataFrame({"test": np.repeat(np.asarray(list(numbers)), L * H),
                           "layer": np.tile(np.repeat(np.arange(L), H), len(tests)),
                           "head": np.tile(np.arange(H), L * len(tests)), "score": np.concatenate(rows)})
-    meta = {"model": model.spec, "mode": mode, "max_new_tokens": max_new_tokens, "threshold": threshold,
-            "n_layers": L, "n_heads": H, "n_kv_heads": model.n_kv_heads, "heads_are": "query heads",
-            "n_tests": len(tests), "n_kept": int(sum(r["kept"] for r in records)), "seed": seed,
-            "interval": interval_meta(interval, level, sum(r["kept"] for r in records)),
-            "seconds": round(time.perf_counter() - started, 2)}
+    return frame, records
+
+
+def retrieval_result(frame: pd.DataFrame, records: list[dict], spec: str, info: dict, *, mode: str,
+                     max_new_tokens: int, threshold: float, interval: str, level: float, seed: int,
+                     started: float) -> RetrievalHeads:
+    """The ``RetrievalHeads`` of scored tests (``score_tests``' rows and records, of one or several workers)."""
+    kept = sum(bool(r["kept"]) for r in records)
+    meta = {"model": spec, "mode": mode, "max_new_tokens": max_new_tokens, "threshold": threshold,
+            "n_layers": info["n_layers"], "n_heads": info["n_heads"], "n_kv_heads": info["n_kv_heads"],
+            "heads_are": "query heads", "n_tests": len(records), "n_kept": kept, "seed": seed,
+            "interval": interval_meta(interval, level, kept), "seconds": round(time.perf_counter() - started, 2)}
     return RetrievalHeads(frame, meta, {"tests": pd.DataFrame(records)})
+
+
+def retrieval_scan(model, cells: list, *, chat: bool | None = None, mode: str = "greedy", max_new_tokens: int = 50,
+                   threshold: float = 0.1, interval: str = "t", level: float = 0.95, seed: int = 0,
+                   chunk: int = 4, cluster=None, shards=None, progress: bool = True) -> RetrievalHeads:
+    """``retrieval_heads`` over the tests ``haystack.grid_cells`` describes, cut into units of ``chunk`` tests
+    (``probes.engine.units``): here on ``model`` (a ``Model``, or ``load_model`` arguments), or on Ray
+    (``cluster``) with one model copy per worker; ``shards`` keeps finished units for a resumed run."""
+    from ...probes.engine.units import Unit, run_units
+
+    started = time.perf_counter()
+    check_scan(mode, interval, level)
+    if not cells:
+        raise HeadscopeError("no needle tests given")
+    units = [Unit(f"tests-{start}", _scan_unit, {"cells": list(enumerate(cells))[start:start + chunk], "chat": chat,
+                                                 "mode": mode, "max_new_tokens": max_new_tokens})
+             for start in range(0, len(cells), chunk)]
+    done = run_units(units, model=model if isinstance(model, Model) else None,
+                     load=None if isinstance(model, Model) else model, cluster=cluster, shards=shards,
+                     progress=progress, desc=f"retrieval ({mode})")
+    frame = pd.concat([d["rows"] for d in done], ignore_index=True)
+    records = pd.concat([d["tests"] for d in done], ignore_index=True).to_dict("records")
+    info = json.loads(done[0]["info"]["json"].iloc[0])
+    return retrieval_result(frame, records, info["model"], info, mode=mode, max_new_tokens=max_new_tokens,
+                            threshold=threshold, interval=interval, level=level, seed=seed, started=started)
+
+
+def _scan_unit(model: Model, cells: list, chat: bool | None, mode: str, max_new_tokens: int) -> dict[str, pd.DataFrame]:
+    """A unit of the scan: build its tests and score them."""
+    from .haystack import build_test
+
+    tests = [build_test(model, length, depth, needle, seed=k, chat=chat) for _, (length, depth, needle, k) in cells]
+    frame, records = score_tests(model, tests, [i for i, _ in cells], mode, max_new_tokens)
+    return {"rows": frame, "tests": pd.DataFrame(records), "info": pd.DataFrame({"json": [json.dumps(model.info())]})}
 
 
 def agreement(a: RetrievalHeads, b: RetrievalHeads, k: int = 10) -> dict:
