@@ -121,6 +121,8 @@ class Page:
         self.click(dropdown_id)
         option = self.wait(lambda: next(o for o in self.d.find_elements("css selector", "[role=option]")
                                         if text in o.text), what=f"the option {text!r}")
+        # a long list opens scrolled to the chosen option: one above it can sit under the list's search box
+        self.d.execute_script("arguments[0].scrollIntoView({block: 'center'})", option)
         option.click()
 
     def tab(self, label: str) -> None:

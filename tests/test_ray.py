@@ -137,3 +137,20 @@ def test_ray_mistakes(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(builtins, "__import__", without_ray)
     assert main(["heads", "--model", "random:llama", "--prompts", "ioi", "--ray", "--out", str(tmp_path / "y")]) == 2
     assert "pip install 'headscope[ray]'" in capsys.readouterr().err and not (tmp_path / "y").exists()
+
+
+def test_circuits_and_steering_on_ray(tiny_llama, tmp_path):
+    common = ["--model", "random:llama", "--device", "cpu"]
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in records(tiny_llama)))
+    for name, argv, tables in [
+        ("circuit", ["circuit", *common, "--prompts", str(prompts), "--edges", "20", "--seeds", "2"],
+         ("edges", "faithfulness")),
+        ("steer", ["steer", *common, "--pairs", "sentiment-pairs", "--prompts", "sentiment", "--layers", "1,2",
+                   "--strengths", "0,2", "--generate", "1", "--max-new-tokens", "3"], ("sweep",)),
+    ]:
+        assert main([*argv, "--out", str(tmp_path / name)]) == 0
+        assert main([*argv, "--ray", "--workers", "2", "--out", str(tmp_path / f"{name}-ray")]) == 0
+        for table in tables:
+            pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / name / f"{table}.parquet"),
+                                          pd.read_parquet(tmp_path / f"{name}-ray" / f"{table}.parquet"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ...circuits.arithmetic.heads import MODES
 from ...circuits.arithmetic.prompts import OPS
 from .base import Command
-from .options import INTS, choice_list, emit, heads_or_count, interval_options, load
+from .options import INTS, batch_run, choice_list, emit, heads_or_count, interval_options, ray_options
 
 
 def arguments(p) -> None:
@@ -24,6 +24,7 @@ def arguments(p) -> None:
                                                                       "heads 'layer-head,...' ablated for comparative "
                                                                       "neuron analysis")
     interval_options(p, " of the head effects over the prompts")
+    ray_options(p)
 
 
 def run(args) -> None:
@@ -33,17 +34,18 @@ def run(args) -> None:
     from ...probes import HeadscopeError
 
     operand_pairs(args.ops[0], args.digits), read_template(args.template)  # bad options stop before the model loads
-    model = load(args)
-    try:
-        result = arithmetic_heads(model, args.ops, digits=args.digits, template=args.template, n=args.n,
-                                  seed=args.seed, modes=args.modes, ks=tuple(args.k), seeds=args.control_seeds,
-                                  neuron_prompts=args.neuron_prompts, neuron_layers=args.neuron_layers,
-                                  cna_heads=args.cna_heads, batch_size=args.batch_size, interval=args.interval,
-                                  level=args.level)
-    except Unsolved as err:
-        AccuracyTable(err.accuracy, {"model": model.spec, "unsolved": str(err)}).save(args.out, overwrite=args.overwrite)
-        raise HeadscopeError(f"{err} (accuracy table -> {args.out}/accuracy.parquet)") from None
-    result.save(args.out, overwrite=args.overwrite)
+    with batch_run(args) as (model, cluster, shards):
+        try:
+            result = arithmetic_heads(model, args.ops, digits=args.digits, template=args.template, n=args.n,
+                                      seed=args.seed, modes=args.modes, ks=tuple(args.k), seeds=args.control_seeds,
+                                      neuron_prompts=args.neuron_prompts, neuron_layers=args.neuron_layers,
+                                      cna_heads=args.cna_heads, batch_size=args.batch_size, interval=args.interval,
+                                      level=args.level, cluster=cluster, shards=shards)
+        except Unsolved as err:
+            AccuracyTable(err.accuracy, {"model": args.model, "unsolved": str(err)}).save(args.out,
+                                                                                          overwrite=args.overwrite)
+            raise HeadscopeError(f"{err} (accuracy table -> {args.out}/accuracy.parquet)") from None
+        result.save(args.out, overwrite=args.overwrite)
     acc = result.accuracy[result.accuracy["template"] == result.meta["template"]]
     zero = result.frame[result.frame["mode"] == result.meta["modes"][0]]
     tops = {op: part.nlargest(3, "effect") for op, part in zero.groupby("op", sort=False)}

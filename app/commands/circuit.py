@@ -7,7 +7,7 @@ from ...circuits.edges.discovery import METHODS
 from ...circuits.edges.faithfulness import BUILDERS
 from ...circuits.edges.prompts import EDGE_METRICS
 from .base import Command
-from .options import at_least, emit, interval_options, load
+from .options import at_least, batch_run, emit, interval_options, ray_options
 
 
 def arguments(p) -> None:
@@ -30,6 +30,7 @@ def arguments(p) -> None:
     p.add_argument("--seeds", type=at_least(2, "--seeds"), default=3, help="random circuits per size (the control)")
     p.add_argument("--no-exact", action="store_true", help="skip exact patching of the circuit's edges")
     interval_options(p, " over prompts")
+    ray_options(p)
 
 
 def run(args) -> None:
@@ -46,11 +47,12 @@ def run(args) -> None:
         prompts.require("corrupted", "edge patching from corrupted prompts")
     if metric == "logit_diff":
         prompts.require("foil", "the logit difference")
-    result = find_circuit(load(args), prompts, method=args.method, metric=metric, corruption=args.corruption,
-                          steps=args.steps, edges=args.edges,
-                          build=args.build, seeds=args.seeds, exact=not args.no_exact, interval=args.interval,
-                          level=args.level, seed=args.seed, batch_size=args.batch_size)
-    result.save(args.out, overwrite=args.overwrite)
+    with batch_run(args) as (model, cluster, shards):
+        result = find_circuit(model, prompts, method=args.method, metric=metric, corruption=args.corruption,
+                              steps=args.steps, edges=args.edges, build=args.build, seeds=args.seeds,
+                              exact=not args.no_exact, interval=args.interval, level=args.level, seed=args.seed,
+                              batch_size=args.batch_size, cluster=cluster, shards=shards)
+        result.save(args.out, overwrite=args.overwrite)
     m = result.meta
     reach = result.faithfulness[result.faithfulness["faithfulness"] >= 0.8]
     at80 = None if reach.empty else int(reach["n_edges"].iloc[0])

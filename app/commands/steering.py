@@ -8,7 +8,7 @@ from ...circuits.steering.apply import PLACES
 from ...circuits.steering.self_repair import KINDS, METRICS as HYDRA_METRICS
 from ...circuits.steering.vectors import METHODS, POSITIONS as VECTOR_POSITIONS
 from .base import Command
-from .options import FLOATS, INTS, at_least, choice_list, emit, interval_options, load
+from .options import FLOATS, INTS, at_least, batch_run, choice_list, emit, interval_options, load, ray_options
 
 
 def steer_arguments(p) -> None:
@@ -37,13 +37,15 @@ def steer_arguments(p) -> None:
     p.add_argument("--max-new-tokens", type=at_least(1, "--max-new-tokens"), default=24, help="tokens generated")
     p.add_argument("--cost-tokens", type=at_least(2, "--cost-tokens"), default=64,
                    help="tokens of each held-out passage the cost reads")
+    ray_options(p)
 
 
 def steer(args) -> None:
-    from ...circuits.steering import (SteeringSweep, SteeringVector, actadd, in_context_vector, mean_difference,
-                                      read_pairs, steer_sweep)
+    from ...circuits.steering import SteeringSweep, SteeringVector, read_pairs, steer_sweep
+    from ...circuits.steering.vectors import from_frames, make_vector, vector_unit
     from ...circuits.prompt_sets import read_prompt_set
-    from ...probes import HeadscopeError, load_result
+    from ...probes import HeadscopeError, Model, load_result
+    from ...probes.engine.units import Unit, run_units
 
     pairs = read_pairs(args.pairs) if args.pairs else None
     prompts = args.prompts if args.keywords is not None else read_prompt_set(args.prompts)
@@ -55,20 +57,17 @@ def steer(args) -> None:
         vector = vector.steering_vector if isinstance(vector, SteeringSweep) else vector
         if not isinstance(vector, SteeringVector):
             raise HeadscopeError(f"{args.vector} holds a {vector.kind} result, not a steering vector")
-    model = load(args)
-    if vector is None:
-        layers = args.layers or ([model.n_layers // 2] if args.method != "icv" else None)
-        if args.method == "mean-diff":
-            vector = mean_difference(model, pairs, layers, position=args.position)
-        elif args.method == "actadd":
-            vector = actadd(model, pairs[0]["positive"], pairs[0]["negative"], layers)
-        else:
-            vector = in_context_vector(model, pairs, layers)
-    sweep = steer_sweep(model, vector, prompts, layers=args.layers if args.vector else None,
-                        strengths=args.strengths, places=args.places, keywords=args.keywords,
-                        n_generate=args.generate, max_new_tokens=args.max_new_tokens, cost_tokens=args.cost_tokens,
-                        seed=args.seed, batch_size=args.batch_size)
-    sweep.save(args.out, args.overwrite)
+    with batch_run(args) as (model, cluster, shards):
+        if vector is None:
+            how = {"method": args.method, "pairs": pairs, "layers": args.layers, "position": args.position}
+            vector = (make_vector(model, **how) if isinstance(model, Model) else
+                      from_frames(run_units([Unit("vector", vector_unit, how)], load=model, cluster=cluster,
+                                            shards=shards, desc="vector")[0]))
+        sweep = steer_sweep(model, vector, prompts, layers=args.layers if args.vector else None,
+                            strengths=args.strengths, places=args.places, keywords=args.keywords,
+                            n_generate=args.generate, max_new_tokens=args.max_new_tokens, cost_tokens=args.cost_tokens,
+                            seed=args.seed, batch_size=args.batch_size, cluster=cluster, shards=shards)
+        sweep.save(args.out, args.overwrite)
     best = sweep.frame[sweep.frame["control"] == "vector"].nlargest(1, "behaviour").iloc[0]
     emit(args, {"out": args.out, "method": vector.meta["method"],
                 "best": {"layer": int(best["layer"]), **{k: float(best[k]) for k in ("strength", "behaviour", "cost")}}},

@@ -15,7 +15,7 @@ from dash.exceptions import PreventUpdate
 from ...circuits.metrics import target_metric
 from ...circuits.steering import Setting, Steering, SteeringSweep, SteeringVector
 from ...circuits.steering.apply import ALL
-from ...circuits.steering.vectors import METHODS, SIDES, actadd, in_context_vector, mean_difference
+from ...circuits.steering.vectors import METHODS, SIDES, make_vector
 from ...probes import HeadscopeError, load_result, run
 from ...probes.engine.generate import generate
 from ...probes.progress import tell
@@ -162,14 +162,9 @@ def _vector(session, model, runs_root: Path, source: str | None, method: str | N
     method = method or METHOD.default
     if method not in METHODS:
         raise HeadscopeError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
-    layers = [model.n_layers // 2 if layer is None else layer]
-    key = ("steer-vector", method, tuple((p["positive"], p["negative"]) for p in pairs), None if method == "icv"
-           else layers[0])
-    if method == "mean-diff":
-        return session.memo(key, lambda m: mean_difference(m, pairs, layers))
-    if method == "actadd":
-        return session.memo(key, lambda m: actadd(m, pairs[0]["positive"], pairs[0]["negative"], layers))
-    return session.memo(key, lambda m: in_context_vector(m, pairs))
+    layers = None if method == "icv" else [model.n_layers // 2 if layer is None else layer]
+    key = ("steer-vector", method, tuple((p["positive"], p["negative"]) for p in pairs), layers and layers[0])
+    return session.memo(key, lambda m: make_vector(m, method, pairs, layers))
 
 
 def parse_pairs(text: str) -> list[dict]:

@@ -20,6 +20,7 @@ On the prompts of each operation that the model solves (``arithmetic_prompts``):
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -29,7 +30,6 @@ import torch
 from ...probes.models import hooks
 from ...probes import HeadscopeError, Model, Record, Result, run
 from ...probes.engine.run import row_chunks
-from ...probes.progress import tracked
 
 from ..heads.ablation import Head, prepare
 from ..heads.single_heads import head_ablation
@@ -167,7 +167,7 @@ class Arithmetic(Result):
 
 
 def arithmetic_heads(
-    model: Model,
+    model,
     ops=("add", "sub", "mul", "div"),
     *,
     digits: int = 1,
@@ -183,13 +183,21 @@ def arithmetic_heads(
     interval: str = "t",
     level: float = 0.95,
     batch_size: int | None = None,
+    cluster=None,
+    shards=None,
     progress: bool = True,
 ) -> Arithmetic:
     """The whole analysis (module docstring). ``cna_heads``: the heads ablated for comparative neuron
     analysis, or a number k (each operation's top k heads); ``neuron_prompts``: solved prompts per
     operation the neuron scores average over (0: no neuron analysis); ``neuron_layers``: the layers
     whose neurons are scored (default all). Each head's mean effect gets a ``level`` interval over the
-    operation's solved prompts (``interval``: t, or a BCa bootstrap seeded with ``seed``)."""
+    operation's solved prompts (``interval``: t, or a BCa bootstrap seeded with ``seed``).
+
+    The work is units (``probes.engine.units``): the prompts' scoring, then each operation's heads, then the
+    neurons; they run here on ``model`` (a ``Model``, or ``load_model`` arguments) or on Ray (``cluster``,
+    one model copy per worker; ``shards`` keeps finished units)."""
+    from ...probes.engine.units import Unit, run_units
+
     started = time.perf_counter()
     check_interval(interval, level)
     ops = check_ops(ops)
@@ -198,75 +206,116 @@ def arithmetic_heads(
             raise HeadscopeError(f"unknown ablation mode {mode!r} for arithmetic heads; use zero and/or mean")
     if isinstance(neuron_prompts, bool) or not isinstance(neuron_prompts, int) or neuron_prompts < 0:
         raise HeadscopeError(f"neuron_prompts {neuron_prompts!r} must be 0 or a positive number of prompts")
-    for layer in neuron_layers or []:
-        model.check_layer(layer)
-    if isinstance(cna_heads, int) and not 1 <= cna_heads <= model.n_layers * model.n_heads:
-        raise HeadscopeError(f"cna_heads {cna_heads} must be between 1 and the number of heads")
     for k in ks:  # k over half the heads is skipped below (k random heads must fit outside the top k)
         if isinstance(k, bool) or not isinstance(k, int) or k < 0:
             raise HeadscopeError(f"k={k!r} (heads masked in the control) must be a non-negative integer")
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise HeadscopeError(f"control seeds {seeds!r} must be at least 1")
-    prompts = arithmetic_prompts(model, ops, digits=digits, template=template, n=n, seed=seed)
-    others = [t for t in TEMPLATES if t != prompts[0].template]
-    every = prompts + [p for t in others for p in arithmetic_prompts(model, ops, digits=digits, template=t, n=n, seed=seed)]
-    scored = score_prompts(model, every, batch_size=batch_size or 32)
-    accuracy = accuracy_table(scored)
-    solved = [p for p, ok in zip(prompts, scored["correct"][:len(prompts)]) if ok]
+    where = dict(model=model if isinstance(model, Model) else None, load=None if isinstance(model, Model) else model,
+                 cluster=cluster, shards=shards, progress=progress)
+    prompting = {"ops": ops, "digits": digits, "template": template, "n": n, "seed": seed}
+    checks = {"neuron_layers": neuron_layers, "cna_heads": cna_heads}
+    first = run_units([Unit("prompts", _prompts, {**prompting, **checks, "batch_size": batch_size})],
+                      desc="arithmetic prompts", **where)[0]
+    info = json.loads(first["info"]["json"].iloc[0])
+    scored, accuracy = first["rows"], first["accuracy"]
+    solved = [int(i) for i in first["solved"]["prompt"]]
     if not solved:
-        raise Unsolved(f"{model.spec} answers none of the {len(prompts)} {prompts[0].template} prompts correctly "
-                       f"({', '.join(ops)}, {digits}-digit); nothing to analyse", accuracy)
-    heads, controls, notes, chosen, cna = [], [], [], [], {}
-    for op in tracked(ops, desc="arithmetic", unit="op", disable=not progress):
-        mine = [p for p in solved if p.op == op]
-        if not mine:
-            notes.append(f"{op}: no prompt solved, skipped")
-            continue
-        records = [p.record() for p in mine]
-        attention = operand_attention(model, mine, batch_size=batch_size).mean(0)  # [L, H, 2]
-        zero_effect = None
-        for mode in modes:
-            ablation = head_ablation(model, records, mode=mode, metric="logprob", interval=interval, level=level,
-                                     batch_size=batch_size, progress=False)
-            ablation.meta["seed"] = seed
-            summary = ablation.summary()
-            summary["operand_attention"] = attention[summary["layer"], summary["head"], 0]
-            summary["operator_attention"] = attention[summary["layer"], summary["head"], 1]
-            heads.append(summary.assign(op=op, mode=mode, n_prompts=len(mine)))
-            if mode == "zero":
-                zero_effect = {(int(l), int(h)): e for l, h, e in summary[["layer", "head", "effect"]].itertuples(index=False)}
-        if zero_effect is None:
-            zero_effect = {(int(l), int(h)): e for l, h, e in heads[-1][["layer", "head", "effect"]].itertuples(index=False)}
-        ranked = ranking(zero_effect)
-        usable = [k for k in ks if k <= model.n_layers * model.n_heads // 2]
-        if usable:
-            setup = prepare(model, records, mode="zero", metric="logprob", batch_size=batch_size)
-            curve = top_vs_random(setup, ranked, usable, seeds=tuple(range(seeds)), batch_size=batch_size)
-            controls.append(curve.frame.assign(op=op, clean_accuracy=curve.meta["clean_accuracy"]))
-        if neuron_prompts:
-            chosen.extend(mine[:neuron_prompts])
-            cna[op] = ranked[:cna_heads] if isinstance(cna_heads, int) else list(cna_heads)
+        raise Unsolved(f"{info['model']} answers none of the {info['n_prompts']} {info['template']} prompts "
+                       f"correctly ({', '.join(ops)}, {digits}-digit); nothing to analyse", accuracy)
+    op_of = {int(i): op for i, op in json.loads(first["solved_ops"]["json"].iloc[0]).items()}  # of each solved prompt
+    notes = [f"{op}: no prompt solved, skipped" for op in ops if op not in op_of.values()]
+    analysed = [op for op in ops if op in op_of.values()]
+    options = {"modes": list(modes), "ks": list(ks), "seeds": seeds, "interval": interval, "level": level,
+               "seed": seed, "batch_size": batch_size, "cna_heads": cna_heads}
+    units = [Unit(f"op-{op}", _operation, {**prompting, "op": op, "solved": [i for i in solved if op_of[i] == op],
+                                           **options}) for op in analysed]
+    per_op = dict(zip(analysed, run_units(units, desc="arithmetic heads", **where)))
+    heads = [per_op[op]["rows"] for op in analysed]
+    controls = [per_op[op]["control"] for op in analysed if "control" in per_op[op]]
     neurons = layers = None
-    if chosen:  # one call for every operation: the unembedded weights are formed once per layer
-        result = neuron_attribution(model, [p.prompt for p in chosen], [p.answer_ids[0] for p in chosen],
-                                    groups=[p.op for p in chosen], ablate=cna, layers=neuron_layers,
-                                    batch_size=batch_size)
-        heads_text = {op: ";".join(f"{l}-{h}" for l, h in hs) for op, hs in cna.items()}
-        neurons = result.frame.rename(columns={"group": "op"})
-        neurons["cna_heads"] = neurons["op"].map(heads_text)
-        layers = result.layers.rename(columns={"group": "op"})
+    if neuron_prompts:  # one unit for every operation: the unembedded weights are formed once per layer
+        chosen = {op: [i for i in solved if op_of[i] == op][:neuron_prompts] for op in analysed}
+        cna = {op: [tuple(h) for h in json.loads(per_op[op]["cna"]["json"].iloc[0])] for op in analysed}
+        result = run_units([Unit("neurons", _neurons, {**prompting, "chosen": chosen, "cna": cna,
+                                                         "layers": neuron_layers, "batch_size": batch_size})],
+                           desc="arithmetic neurons", **where)[0]
+        neurons, layers = result["rows"], result["layers"]
     frame = pd.concat(heads, ignore_index=True)[["layer", "head", "op", "mode", "effect", "ci_low", "ci_high",
                                                  "operand_attention", "operator_attention", "clean", "ablated",
                                                  "n_prompts"]]
-    analysed = {op: n for op in ops if (n := sum(p.op == op for p in solved))}  # solved is not empty
-    meta = {"model": model.spec, "ops": ops, "digits": digits, "template": prompts[0].template, "n_per_op": n,
+    n_solved = {op: sum(op_of[i] == op for i in solved) for op in ops}
+    counted = {op: k for op, k in n_solved.items() if k}  # solved is not empty
+    meta = {"model": info["model"], "ops": ops, "digits": digits, "template": info["template"], "n_per_op": n,
             "seed": seed, "modes": list(modes), "metric": "log p(answer's first token), clean - ablated",
-            "n_solved": {op: sum(p.op == op for p in solved) for op in ops}, "notes": notes,
+            "n_solved": n_solved, "notes": notes,
             # n: the fewest prompts an operation's intervals are over (each row's own n is n_prompts)
-            "interval": {**interval_meta(interval, level, min(analysed.values())), "n_by_op": analysed},
+            "interval": {**interval_meta(interval, level, min(counted.values())), "n_by_op": counted},
             "specialist_rule": f"effect >= {SPECIALIST_MIN} and >= {SPECIALIST_RATIO}x any other operation's",
             "neuron_prompts": neuron_prompts, "neuron_layers": neuron_layers,
             "seconds": round(time.perf_counter() - started, 2)}
     control = pd.concat(controls, ignore_index=True) if controls else None
     return Arithmetic(frame, meta, {"accuracy": accuracy, "prompts": scored, "neurons": neurons, "layers": layers,
                                     "control": control})
+
+
+# -- the units (``probes.engine.units``) ---------------------------------------------------------------------
+
+def _prompts(model: Model, ops, digits, template, n, seed, neuron_layers, cna_heads, batch_size) -> dict[str, pd.DataFrame]:
+    """Every template's prompts scored; which of the chosen template's the model solves."""
+    for layer in neuron_layers or []:
+        model.check_layer(layer)
+    if isinstance(cna_heads, int) and not 1 <= cna_heads <= model.n_layers * model.n_heads:
+        raise HeadscopeError(f"cna_heads {cna_heads} must be between 1 and the number of heads")
+    prompts = arithmetic_prompts(model, ops, digits=digits, template=template, n=n, seed=seed)
+    others = [t for t in TEMPLATES if t != prompts[0].template]
+    every = prompts + [p for t in others for p in arithmetic_prompts(model, ops, digits=digits, template=t, n=n, seed=seed)]
+    scored = score_prompts(model, every, batch_size=batch_size or 32)
+    solved = [i for i, ok in enumerate(scored["correct"][:len(prompts)]) if ok]
+    return {"rows": scored, "accuracy": accuracy_table(scored), "solved": pd.DataFrame({"prompt": solved}, dtype="int64"),
+            "solved_ops": pd.DataFrame({"json": [json.dumps({str(i): prompts[i].op for i in solved})]}),
+            "info": pd.DataFrame({"json": [json.dumps({"model": model.spec, "template": prompts[0].template,
+                                                       "n_prompts": len(prompts)})]})}
+
+
+def _operation(model: Model, ops, digits, template, n, seed, op, solved, modes, ks, seeds, interval, level,
+               batch_size, cna_heads) -> dict[str, pd.DataFrame]:
+    """One operation's heads: operand attention, ablation effects per mode, the top-k vs random control, and
+    the heads comparative neuron analysis ablates."""
+    prompts = arithmetic_prompts(model, ops, digits=digits, template=template, n=n, seed=seed)
+    mine = [prompts[i] for i in solved]
+    records = [p.record() for p in mine]
+    attention = operand_attention(model, mine, batch_size=batch_size).mean(0)  # [L, H, 2]
+    heads, zero_effect = [], None
+    for mode in modes:
+        ablation = head_ablation(model, records, mode=mode, metric="logprob", interval=interval, level=level,
+                                 batch_size=batch_size, progress=False)
+        ablation.meta["seed"] = seed
+        summary = ablation.summary()
+        summary["operand_attention"] = attention[summary["layer"], summary["head"], 0]
+        summary["operator_attention"] = attention[summary["layer"], summary["head"], 1]
+        heads.append(summary.assign(op=op, mode=mode, n_prompts=len(mine)))
+        if mode == "zero" or zero_effect is None:
+            zero_effect = {(int(l), int(h)): e for l, h, e in summary[["layer", "head", "effect"]].itertuples(index=False)}
+    ranked = ranking(zero_effect)
+    out = {"rows": pd.concat(heads, ignore_index=True)}
+    usable = [k for k in ks if k <= model.n_layers * model.n_heads // 2]
+    if usable:
+        setup = prepare(model, records, mode="zero", metric="logprob", batch_size=batch_size)
+        curve = top_vs_random(setup, ranked, usable, seeds=tuple(range(seeds)), batch_size=batch_size)
+        out["control"] = curve.frame.assign(op=op, clean_accuracy=curve.meta["clean_accuracy"])
+    cna = ranked[:cna_heads] if isinstance(cna_heads, int) else list(cna_heads)
+    out["cna"] = pd.DataFrame({"json": [json.dumps([list(h) for h in cna])]})
+    return out
+
+
+def _neurons(model: Model, ops, digits, template, n, seed, chosen, cna, layers, batch_size) -> dict[str, pd.DataFrame]:
+    """Every operation's neuron and layer scores, with comparative neuron analysis against its heads."""
+    prompts = arithmetic_prompts(model, ops, digits=digits, template=template, n=n, seed=seed)
+    picked = [(op, prompts[i]) for op, indices in chosen.items() for i in indices]
+    result = neuron_attribution(model, [p.prompt for _, p in picked], [p.answer_ids[0] for _, p in picked],
+                                groups=[op for op, _ in picked], ablate=cna, layers=layers, batch_size=batch_size)
+    heads_text = {op: ";".join(f"{l}-{h}" for l, h in hs) for op, hs in cna.items()}
+    neurons = result.frame.rename(columns={"group": "op"})
+    neurons["cna_heads"] = neurons["op"].map(heads_text)
+    return {"rows": neurons, "layers": result.layers.rename(columns={"group": "op"})}

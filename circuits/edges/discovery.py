@@ -150,39 +150,54 @@ def curve_areas(fractions: np.ndarray, faithfulness: np.ndarray) -> tuple[float,
     return float(np.trapezoid(f, x)), float(np.trapezoid(np.abs(1 - f), x))
 
 
-def find_circuit(model: Model, prompts, *, method: str = "eap", metric: str = "logit_diff", corruption: str = "prompt",
+def find_circuit(model, prompts, *, method: str = "eap", metric: str = "logit_diff", corruption: str = "prompt",
                  steps: int = 5,
                  edges: int = 200, build: str = "top", fractions=FRACTIONS, seeds: int = 3, exact: bool = True,
                  interval: str = "t", level: float = 0.95, seed: int = 0, batch_size: int | None = None,
-                 progress: bool = True) -> Circuit:
+                 cluster=None, shards=None, progress: bool = True) -> Circuit:
     """Score every edge (``method``: EAP, EAP-IG, or exact patching of every edge; the corrupted values
     from ``corruption``: the corrupted prompts or the writers' means), keep a circuit of
     ``edges`` edges (``build``: top by |effect| or greedy from the logits, then pruned), and evaluate
     circuits at each of ``fractions`` of the edge count beside ``seeds`` random circuits of each size;
-    with ``exact``, the chosen circuit's edges are also patched one by one (``exact_effect``)."""
+    with ``exact``, the chosen circuit's edges are also patched one by one (``exact_effect``).
+
+    The work is units (``probes.engine.units``): the edge scores (one unit for EAP and EAP-IG, which cost a
+    few passes; chunks of edges for exact patching), then chunks of the curve's circuits, then chunks of
+    the chosen circuit's edges patched exactly; they run here on ``model`` (a ``Model``, or ``load_model``
+    arguments) or on Ray (``cluster``, one model copy per worker; ``shards`` keeps finished units)."""
+    from ...probes.engine.units import Unit, run_units
+
     started = time.perf_counter()
     if method not in METHODS:
         raise HeadscopeError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
     if build not in BUILDERS:
         raise HeadscopeError(f"unknown circuit builder {build!r}; use one of {', '.join(BUILDERS)}")
     check_metric(metric, method)
-    graph = EdgeGraph.of(model)
-    check_size(graph, edges)
     prompts = as_prompt_set(prompts)
     fractions = np.asarray(sorted(set(float(f) for f in fractions)))
     if not len(fractions) or fractions[0] <= 0 or fractions[-1] > 1:
         raise HeadscopeError(f"circuit fractions must lie in (0, 1], not {list(fractions)}")
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 2:
         raise HeadscopeError(f"random circuits need at least 2 seeds for an interval, not {seeds!r}")
+    where = dict(model=model if isinstance(model, Model) else None, load=None if isinstance(model, Model) else model,
+                 cluster=cluster, shards=shards, progress=progress)
+    common = {"prompts": prompts, "metric": metric, "corruption": corruption, "batch_size": batch_size}
+    first = run_units([Unit("graph", _graph, {"edges": edges})], desc="edge graph", **where)[0]
+    info = json.loads(first["info"]["json"].iloc[0])
+    graph = EdgeGraph(info["n_layers"], info["n_heads"], info["n_kv_heads"])
     if method == "exact":
-        frame = exact_edge_effects(model, prompts, graph.edges(), metric=metric, interval=interval, level=level,
-                                   corruption=corruption, batch_size=batch_size, progress=progress)
+        every = graph.edges()
+        parts = run_units([Unit(f"edges-{i}", _exact, {"edges": every[i:i + EDGES_PER_UNIT], "interval": interval,
+                                                        "level": level, **common})
+                           for i in range(0, len(every), EDGES_PER_UNIT)], desc="exact edge patching", **where)
+        frame = pd.concat([p["rows"] for p in parts], ignore_index=True)
         frame = frame.rename(columns={"exact_effect": "effect", "exact_low": "ci_low", "exact_high": "ci_high"})
         scores = EdgeScores(frame, {"method": method, "metric": metric, "corruption": corruption})
         exact = False
     else:
-        scores = edge_attribution(model, prompts, method=method, metric=metric, steps=steps, interval=interval,
-                                  level=level, corruption=corruption, batch_size=batch_size, progress=progress)
+        scored = run_units([Unit("scores", _scores, {"method": method, "steps": steps, "interval": interval,
+                                                      "level": level, **common})], desc="edge scores", **where)[0]
+        scores = EdgeScores(scored["rows"], json.loads(scored["meta"]["json"].iloc[0]))
     effect = scores.frame["effect"].to_numpy()
     build_fn = BUILDERS[build]
     sizes = np.maximum(1, np.round(fractions * graph.n_edges).astype(int))
@@ -190,8 +205,9 @@ def find_circuit(model: Model, prompts, *, method: str = "eap", metric: str = "l
     masks = [np.ones(graph.n_edges, bool), np.zeros(graph.n_edges, bool), prune(graph, build_fn(graph, effect, edges))]
     masks += [prune(graph, build_fn(graph, effect, n)) for n in sizes]
     masks += [prune(graph, build_fn(graph, rng.standard_normal(graph.n_edges), n)) for n in sizes for _ in range(seeds)]
-    values = circuit_metrics(model, prompts, np.stack(masks), metric=metric, corruption=corruption,
-                             batch_size=batch_size, progress=progress).mean(axis=1)
+    parts = run_units([Unit(f"circuits-{i}", _circuits, {"masks": np.stack(masks[i:i + CIRCUITS_PER_UNIT]), **common})
+                       for i in range(0, len(masks), CIRCUITS_PER_UNIT)], desc="circuits", **where)
+    values = np.concatenate([p["rows"].to_numpy() for p in parts]).mean(axis=1)
     clean, corrupted = values[0], values[1]
     if abs(clean - corrupted) < 1e-9:
         raise HeadscopeError(f"the clean and corrupted prompts give the same {metric} ({clean:.4g}): faithfulness is "
@@ -206,11 +222,15 @@ def find_circuit(model: Model, prompts, *, method: str = "eap", metric: str = "l
     cpr, cmd = curve_areas(fractions, found)
     frame = scores.frame.assign(in_circuit=masks[2])
     if exact:
-        checked = exact_edge_effects(model, prompts, frame[frame["in_circuit"]], metric=metric, interval=interval,
-                                     level=level, corruption=corruption, batch_size=batch_size, progress=progress)
+        inside = frame[frame["in_circuit"]][["upstream", "downstream"]].reset_index(drop=True)
+        parts = run_units([Unit(f"exact-{i}", _exact, {"edges": inside[i:i + EDGES_PER_UNIT], "interval": interval,
+                                                        "level": level, **common})
+                           for i in range(0, len(inside), EDGES_PER_UNIT)], desc="exact edge patching", **where)
+        checked = (pd.concat([p["rows"] for p in parts], ignore_index=True) if parts else
+                   inside.assign(exact_effect=np.nan, exact_low=np.nan, exact_high=np.nan))  # an empty circuit
         frame = frame.merge(checked, on=["upstream", "downstream"], how="left")
     meta = {**{k: v for k, v in scores.meta.items() if k not in ("kind", "versions", "created", "seconds")},
-            "model": model.spec, "method": method, "metric": metric, "graph": graph.describe(),
+            "model": info["model"], "method": method, "metric": metric, "graph": graph.describe(),
             "n_layers": graph.n_layers, "n_heads": graph.n_heads, "n_kv_heads": graph.n_kv_heads,
             "n_edges": graph.n_edges, "build": build, "circuit_edges": edges, "kept_edges": int(masks[2].sum()),
             "circuit_faithfulness": float(chosen), "clean_metric": float(clean), "corrupted_metric": float(corrupted),
@@ -218,3 +238,35 @@ def find_circuit(model: Model, prompts, *, method: str = "eap", metric: str = "l
             "interval": interval_meta(interval, level, len(prompts)),
             "seconds": round(time.perf_counter() - started, 2)}
     return Circuit(frame, meta, {"faithfulness": curve})
+
+
+EDGES_PER_UNIT = 256  # edges patched exactly in one unit of work
+CIRCUITS_PER_UNIT = 8  # circuits of the faithfulness curve in one unit
+
+
+# -- the units (``probes.engine.units``) ---------------------------------------------------------------------
+
+def _graph(model: Model, edges: int) -> dict[str, pd.DataFrame]:
+    """The model's edge graph (its sizes), with the circuit size checked against it."""
+    graph = EdgeGraph.of(model)
+    check_size(graph, edges)
+    return {"info": pd.DataFrame({"json": [json.dumps({"model": model.spec, "n_layers": graph.n_layers,
+                                                       "n_heads": graph.n_heads, "n_kv_heads": graph.n_kv_heads})]})}
+
+
+def _scores(model: Model, prompts, method, metric, corruption, steps, interval, level, batch_size) -> dict:
+    scores = edge_attribution(model, prompts, method=method, metric=metric, steps=steps, interval=interval,
+                              level=level, corruption=corruption, batch_size=batch_size, progress=False)
+    meta = {k: v for k, v in scores.meta.items() if k not in ("versions",)}
+    return {"rows": scores.frame, "meta": pd.DataFrame({"json": [json.dumps(meta, default=str)]})}
+
+
+def _exact(model: Model, prompts, edges, metric, corruption, interval, level, batch_size) -> pd.DataFrame:
+    return exact_edge_effects(model, prompts, edges, metric=metric, interval=interval, level=level,
+                              corruption=corruption, batch_size=batch_size, progress=False)
+
+
+def _circuits(model: Model, prompts, masks, metric, corruption, batch_size) -> pd.DataFrame:
+    values = circuit_metrics(model, prompts, masks, metric=metric, corruption=corruption, batch_size=batch_size,
+                             progress=False)
+    return pd.DataFrame(values, columns=[f"prompt_{i}" for i in range(values.shape[1])])

@@ -37,7 +37,7 @@ from ...probes.text.corpus import passages
 from ..metrics import pick, target_metric
 from ..prompt_sets import PromptSet, as_prompt_set, encode
 from ..stats import interval_meta, mean_interval
-from .apply import ALL, CONTROLS, Setting, Steering
+from .apply import ALL, CONTROLS, PLACES, Setting, Steering
 from .vectors import SteeringVector
 
 
@@ -103,23 +103,24 @@ class SteeringSweep(Result):
                 "<h2>Settings</h2>", table]
 
 
-def settings_grid(steering: Steering, layers, strengths) -> list[Setting]:
+def settings_grid(vector: SteeringVector, layers, strengths) -> list[Setting]:
     """Every (layer, strength, control): the vector and its two controls at each."""
-    layers = [ALL] if layers is None and steering.norm_restoring else (steering.vector.layers if layers is None
-                                                                       else list(layers))
+    icv = vector.meta["method"] == "icv"
+    layers = [ALL] if layers is None and icv else (vector.layers if layers is None else list(layers))
     try:
         strengths = [float(s) for s in strengths]
     except (TypeError, ValueError):
         raise HeadscopeError(f"strengths {list(strengths)!r} must be numbers") from None
     if not strengths:
         raise HeadscopeError("no strength given")
-    settings = [Setting(layer, s, control) for layer in layers for s in strengths for control in CONTROLS]
-    steering.check(settings)
-    return settings
+    for layer in layers:
+        if layer != ALL:
+            vector.at(layer)
+    return [Setting(layer, s, control) for layer in layers for s in strengths for control in CONTROLS]
 
 
 def steer_sweep(
-    model: Model,
+    model,
     vector: SteeringVector,
     prompts,
     *,
@@ -133,13 +134,20 @@ def steer_sweep(
     cost_tokens: int = 64,
     seed: int = 0,
     batch_size: int | None = None,
+    cluster=None,
+    shards=None,
     progress: bool = True,
 ) -> SteeringSweep:
     """Sweep ``vector`` over ``layers`` (default: each of its layers; every layer at once for an in-context
-    vector) x ``strengths`` on ``prompts`` (module docstring)."""
+    vector) x ``strengths`` on ``prompts`` (module docstring). Each layer's settings are a unit
+    (``probes.engine.units``), run here on ``model`` (a ``Model``, or ``load_model`` arguments) or on Ray
+    (``cluster``, one model copy per worker; ``shards`` keeps finished units)."""
+    from ...probes.engine.units import Unit, run_units
+
     started = time.perf_counter()
-    steering = Steering(model, vector, places, seed)
-    settings = settings_grid(steering, layers, strengths)
+    if places not in PLACES:
+        raise HeadscopeError(f"unknown places {places!r}; use one of {', '.join(PLACES)}")
+    settings = settings_grid(vector, layers, strengths)
     if keywords is not None:
         keywords = [k.strip() for k in keywords if isinstance(k, str) and k.strip()]
         if not keywords:
@@ -149,35 +157,44 @@ def steer_sweep(
         prompt_set = as_prompt_set(prompts)
     if isinstance(n_generate, bool) or not isinstance(n_generate, int) or n_generate < 0:
         raise HeadscopeError(f"n_generate {n_generate!r} must be a whole number >= 0")
+    if isinstance(cost_tokens, bool) or not isinstance(cost_tokens, int) or cost_tokens < 2:
+        raise HeadscopeError(f"cost_tokens {cost_tokens!r} must be a whole number of at least 2")
     texts = cost_texts if cost_texts is not None else passages("test")[:8]
-    active = [s for s in dict.fromkeys(s for s in settings if not s.inert)]  # each distinct steered setting once
     clean = Setting(ALL, 0.0, "zero")
-    unique = active + [clean]
-    where = {s: (unique.index(clean) if s.inert else unique.index(s)) for s in settings}
-
-    if keywords is None:
-        enc = encode(model, prompt_set, foil=True)
-        values = _behaviour(model, steering, unique, enc, batch_size, progress)  # [U, records]
-        behaviour_name = "logit difference target - foil at the last position"
-    else:
-        values = None
-        behaviour_name = f"fraction of generations containing any of {keywords}"
+    groups: dict[object, list[Setting]] = {"clean": [clean]}
+    for s in dict.fromkeys(s for s in settings if not s.inert):  # each distinct steered setting once, by layer
+        groups.setdefault(s.layer, []).append(s)
     n_text = len(prompt_set) if keywords is not None else min(n_generate, len(prompt_set))
-    generations = _generations(model, steering, unique, [r["prompt"] for r in prompt_set.records[:n_text]],
-                               max_new_tokens, progress) if n_text else [[] for _ in unique]
-    if keywords is not None:
-        lowered = [k.lower() for k in keywords]
-        values = np.array([[any(k in text.lower() for k in lowered) for text in row] for row in generations], float)
-    cost = _cost(model, steering, unique, texts, cost_tokens, batch_size, progress)  # [U]
+    common = {"vector": vector, "prompts": prompt_set, "behaviour": keywords is None, "n_text": n_text,
+              "max_new_tokens": max_new_tokens, "texts": texts, "cost_tokens": cost_tokens, "places": places,
+              "seed": seed, "batch_size": batch_size}
+    units = [Unit(f"settings-{key}", _settings, {"settings": group, **common}) for key, group in groups.items()]
+    done = run_units(units, model=model if isinstance(model, Model) else None,
+                     load=None if isinstance(model, Model) else model, cluster=cluster, shards=shards,
+                     progress=progress, desc="steering")
+    measured = {}
+    for group, frames in zip(groups.values(), done):
+        for i, s in enumerate(group):
+            text = frames["text"][frames["text"]["setting"] == i].sort_values("prompt")["text"].tolist()
+            if keywords is None:
+                values = frames["behaviour"][frames["behaviour"]["setting"] == i].sort_values("prompt")["value"]
+                values = values.to_numpy(float)
+            else:
+                lowered = [k.lower() for k in keywords]
+                values = np.array([any(k in t.lower() for k in lowered) for t in text], float)
+            measured[s] = (values, float(frames["cost"]["cost"].iloc[i]), text)
     rows = []
     for s in settings:
-        u = where[s]
-        mean, low, high = mean_interval(np.asarray(values[u], float))
+        values, cost, text = measured[clean if s.inert else s]
+        mean, low, high = mean_interval(values)
         rows.append({"layer": s.layer, "strength": s.strength, "control": s.control, "behaviour": float(mean),
-                     "behaviour_low": float(low), "behaviour_high": float(high), "cost": float(cost[u]),
-                     "text": list(generations[u][:n_generate])})
+                     "behaviour_low": float(low), "behaviour_high": float(high), "cost": cost,
+                     "text": list(text[:n_generate])})
     frame = pd.DataFrame(rows)
-    meta = {"model": model.spec, "vector": {k: v for k, v in vector.saved_meta().items() if k not in ("tables", "files")},
+    behaviour_name = ("logit difference target - foil at the last position" if keywords is None
+                      else f"fraction of generations containing any of {keywords}")
+    meta = {"model": vector.meta["model"],
+            "vector": {k: v for k, v in vector.saved_meta().items() if k not in ("tables", "files")},
             "places": places, "behaviour": behaviour_name, "keywords": keywords, "prompt_set": prompt_set.name,
             "prompt_source": prompt_set.source, "n_prompts": len(prompt_set),
             "cost": f"mean next-token loss over {len(texts)} held-out passages of at most {cost_tokens} tokens, "
@@ -186,6 +203,24 @@ def steer_sweep(
             "layer_all": ALL, "max_new_tokens": max_new_tokens, "generated_for": n_text,
             "seconds": round(time.perf_counter() - started, 3)}
     return SteeringSweep(frame, meta, {"vector": vector.frame}, vector=vector)
+
+
+def _settings(model: Model, settings: list[Setting], vector: SteeringVector, prompts: PromptSet, behaviour: bool,
+              n_text: int, max_new_tokens: int, texts: list[str], cost_tokens: int, places: str, seed: int,
+              batch_size) -> dict[str, pd.DataFrame]:
+    """One unit of a sweep: its settings' behaviour on each prompt, cost, and generations."""
+    steering = Steering(model, vector, places, seed)
+    out = {}
+    if behaviour:
+        values = _behaviour(model, steering, settings, encode(model, prompts, foil=True), batch_size, False)
+        out["behaviour"] = pd.DataFrame([(i, j, float(v)) for i, row in enumerate(values) for j, v in enumerate(row)],
+                                        columns=["setting", "prompt", "value"])
+    generations = (_generations(model, steering, settings, [r["prompt"] for r in prompts.records[:n_text]],
+                                max_new_tokens, False) if n_text else [[] for _ in settings])
+    out["text"] = pd.DataFrame([(i, j, t) for i, row in enumerate(generations) for j, t in enumerate(row)],
+                               columns=["setting", "prompt", "text"])
+    out["cost"] = pd.DataFrame({"cost": _cost(model, steering, settings, texts, cost_tokens, batch_size, False)})
+    return out
 
 
 def _prompt_records(prompts) -> PromptSet:
@@ -254,8 +289,6 @@ def _behaviour(model, steering, unique, enc, batch_size, progress) -> np.ndarray
 
 def _cost(model, steering, unique, texts, cost_tokens, batch_size, progress) -> np.ndarray:
     """Mean next-token loss over the passages' real positions, per setting."""
-    if isinstance(cost_tokens, bool) or not isinstance(cost_tokens, int) or cost_tokens < 2:
-        raise HeadscopeError(f"cost_tokens {cost_tokens!r} must be a whole number of at least 2")
     toks = [model.tokenize(t) for t in texts]
     toks = [Tokens(t.text, t.ids[:cost_tokens], t.strings[:cost_tokens], t.spans[:cost_tokens]) for t in toks]
     batch = model.batch(toks)

@@ -28,6 +28,7 @@ refused on another model). Made
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -130,6 +131,35 @@ def steering_vector(model: Model, vectors: torch.Tensor, layers: list[int], hook
                           "norm": vectors.norm(dim=-1).flatten().tolist()})
     return SteeringVector(frame, {"model": model.spec, "identity": model.identity(), "method": method, "hook": hook,
                                   "layers": list(layers), **meta}, vectors)
+
+
+def make_vector(model: Model, method: str, pairs: list[dict], layers=None, position: str = "last") -> SteeringVector:
+    """The vector ``method`` makes from ``pairs`` (ActAdd: the first pair) at ``layers`` (default: the middle
+    layer; an in-context vector: every layer)."""
+    if method not in METHODS:
+        raise HeadscopeError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+    if method == "icv":
+        return in_context_vector(model, pairs, layers)
+    layers = layers or [model.n_layers // 2]
+    if method == "actadd":
+        return actadd(model, pairs[0]["positive"], pairs[0]["negative"], layers)
+    return mean_difference(model, pairs, layers, position=position)
+
+
+def vector_unit(model: Model, **how) -> dict[str, pd.DataFrame]:
+    """``make_vector`` as a unit of batch work (``probes.engine.units``): the vector as frames
+    (``from_frames`` makes it again)."""
+    vector = make_vector(model, **how)
+    return {"vector": vector.frame, "tensor": pd.DataFrame({"values": vector.vectors.flatten().tolist()}),
+            "meta": pd.DataFrame({"json": [json.dumps({**vector.meta, "shape": list(vector.vectors.shape)},
+                                                      default=str)]})}
+
+
+def from_frames(frames: dict[str, pd.DataFrame]) -> SteeringVector:
+    """The vector ``vector_unit`` returned."""
+    meta = json.loads(frames["meta"]["json"].iloc[0])
+    values = torch.tensor(frames["tensor"]["values"].to_numpy(), dtype=torch.float32).view(*meta.pop("shape"))
+    return SteeringVector(frames["vector"], meta, values)
 
 
 def read_pairs(path: str | Path) -> list[dict]:

@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from ..errors import HeadscopeError
+from ..errors import HeadscopeError, HeadscopeFailure
 from ..progress import tracked
 
 RAY_HINT = "pip install 'headscope[ray]'"
@@ -102,6 +102,7 @@ def run_units(units: list[Unit], *, model=None, load: dict | None = None, cluste
         raise ValueError("unit keys must be unique")
     done = {u.key for u in units if shards is not None and _finished(shards, u.key)}
     pending = [u for u in units if u.key not in done]
+    progress = progress and len(pending) > 1  # one unit's bar says nothing (and would precede a mistake's one line)
     try:
         results = _run(pending, model, load, cluster, shards, progress, desc)
     except HeadscopeError:  # a mistake the units found (a prompt the model cannot take) fails every run alike:
@@ -220,11 +221,17 @@ def on_cluster(cluster: Cluster | None):
 
 def _on_ray(units: list[Unit], load: dict, cluster: Cluster, shards: Path, progress: bool, desc: str) -> None:
     """Run ``units`` on Ray actors (module docstring); their shards land in ``shards``."""
+    from ray.exceptions import RayTaskError
     from ray.util import ActorPool
 
     with contextlib.ExitStack() as stack:
         session = _Session.current or stack.enter_context(_Session(cluster))
         pool = ActorPool(session.actors(load, len(units)))
         results = pool.map_unordered(lambda actor, unit: actor.run.remote(unit, str(shards)), units)
-        for _ in tracked(results, desc=desc, unit="unit", disable=not progress, total=len(units)):
-            pass
+        try:
+            for _ in tracked(results, desc=desc, unit="unit", disable=not progress, total=len(units)):
+                pass
+        except RayTaskError as err:  # a unit's own error (a mistake it found), as the single-process run raises it
+            if isinstance(err.cause, (HeadscopeError, HeadscopeFailure)):
+                raise err.cause from None
+            raise
