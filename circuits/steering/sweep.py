@@ -147,6 +147,8 @@ def steer_sweep(
     started = time.perf_counter()
     if places not in PLACES:
         raise HeadscopeError(f"unknown places {places!r}; use one of {', '.join(PLACES)}")
+    if isinstance(model, Model):  # here, before any work (a Ray worker checks its own copy)
+        vector.check_model(model)
     settings = settings_grid(vector, layers, strengths)
     if keywords is not None:
         keywords = [k.strip() for k in keywords if isinstance(k, str) and k.strip()]
