@@ -56,7 +56,8 @@ def analyses(model):
 
 
 def split(args) -> None:
-    whole = load_model(args.model, device="cuda", dtype=args.dtype)
+    # both placed the same way from the same CPU-built weights (a random model built on the GPU draws others)
+    whole = load_model(args.model, dtype=args.dtype, device_map={"": 0})
     one = analyses(whole)
     del whole
     torch.cuda.empty_cache()

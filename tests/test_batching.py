@@ -39,7 +39,7 @@ def test_a_sweep_halves_its_chunks_once(tiny_llama, monkeypatch):
     sizes = limited(monkeypatch, sweep_module, 20)
     with pytest.warns(UserWarning, match="out of GPU memory at .* variants per forward: halving"):
         halved = head_ablation(tiny_llama, recs, progress=False, batch_size=32).frame
-    pd.testing.assert_frame_equal(plain, halved)
+    pd.testing.assert_frame_equal(plain, halved, atol=1e-5, rtol=0)  # other batch widths round differently
     assert max(sizes) <= 20 and len(sizes) > 2
 
 

@@ -155,7 +155,7 @@ def test_head_direct_effects_are_the_direct_path_by_hand(tiny_llama, metric):
         t, _ = model.first_token(rec["target"])
         ids = batch.input_ids[0]
         for layer, head in heads:
-            w_o = model.bridge.blocks[layer].attn.W_O[head].float()
+            w_o = model.bridge.blocks[layer].attn.W_O[head].float().to(x.device)
             share = cache[f"blocks.{layer}.attn.hook_z"][0, :, head].float() @ w_o  # [pos, d]
             clean_logp = torch.log_softmax(r.frozen(x, scale), -1)
             logp = torch.log_softmax(r.frozen(x - share, scale), -1)
@@ -164,7 +164,7 @@ def test_head_direct_effects_are_the_direct_path_by_hand(tiny_llama, metric):
             elif metric == "kl":
                 want = float((clean_logp[-1].exp() * (clean_logp[-1] - logp[-1])).sum())
             else:
-                labels = torch.cat([ids[1:], torch.tensor([t])])
+                labels = torch.cat([ids[1:], torch.tensor([t], device=ids.device)])
                 ce = lambda lp: -lp.gather(-1, labels[:, None])[:, 0].mean()  # noqa: E731
                 want = float(ce(logp) - ce(clean_logp))
             assert mine[(i, layer, head)] == pytest.approx(want, abs=1e-4)
