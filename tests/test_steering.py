@@ -141,9 +141,9 @@ def test_in_context_vector_is_the_principal_direction_of_captured_latents(tiny_l
     steer = Steering(model, vector)
     batch = model.batch([RECORDS[0]["prompt"]])
     name = hooks_[layer]
-    clean = run(model, batch, record=[name]).cache[name][0]
+    clean = run(model, batch, record=[name]).cache[name][0].cpu()
     steered = run(model, batch, steer.interventions([Setting(layer, strength)], True, batch.last, batch.lengths),
-                  record=[name]).cache[name][0]
+                  record=[name]).cache[name][0].cpu()
     assert steered.norm(dim=-1) == pytest.approx(clean.norm(dim=-1), rel=1e-5)
     unit = vector.at(layer)[0] / vector.at(layer)[0].norm()
     assert bool(((steered @ unit) / steered.norm(dim=-1) > (clean @ unit) / clean.norm(dim=-1)).all())
@@ -181,7 +181,7 @@ def test_directions_the_project_finds(tiny_llama):
                          "label", progress=False)
     vector = from_probe(model, probe, 2, label="1")
     weights = probe.weights[probe.weights["layer"] == 2].set_index("class")["weight"]
-    assert vector.at(2)[0].numpy() == pytest.approx(np.array(weights["1"]) - np.array(weights["0"]), abs=1e-6)
+    np.testing.assert_allclose(vector.at(2)[0].numpy(), np.array(weights["1"]) - np.array(weights["0"]), atol=1e-6)
 
 
 def test_bad_pairs_and_settings(tiny_llama, tmp_path):
