@@ -21,7 +21,7 @@ import torch
 
 from .run import Halving, Record, hook_names, row_chunks, run
 from ..errors import HeadscopeError
-from ..models.model import Model
+from ..models.model import Model, to_device
 from ..text.prompts import read_prompts
 from ..results.outputs import check_output_dir, commit, new_staging
 from ..results.result import Result, read_table, write_meta
@@ -162,7 +162,7 @@ def capture(
             return
         batch = model.batch(toks[sl])
         # indices on the model's device before the forward: a copy inside a hook would wait for the GPU
-        at = [None if i is None else i.to(model.device) for i in (rows, pos, head_index)]
+        at = [None if i is None else to_device(i, model.device) for i in (rows, pos, head_index)]
         keep = lambda n, a: _select(n, a, *(None if i is None else i.to(a.device) for i in at), longest)  # noqa: E731
         result = run(model, batch, record=Record(names, keep=keep), logits=False)  # stops after the last hook
         ids = [toks[sl][r].ids[p] for r, p in zip(rows.tolist(), pos.tolist())]  # from the CPU tokens

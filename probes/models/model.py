@@ -56,6 +56,15 @@ class Tokens:
         return positions
 
 
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` (on the host) on ``device``. To a GPU it is copied from pinned memory without waiting: a
+    plain copy waits for every kernel already queued, so each batch's forward would wait for the previous
+    one to finish before it is even launched."""
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
 @dataclass
 class Batch:
     """Right-padded token ids of several prompts, with their lengths."""
@@ -192,11 +201,11 @@ class Model:
         for row, t in enumerate(toks):
             ids[row, : len(t)] = torch.tensor(t.ids)
         lengths = torch.tensor([len(t) for t in toks])
-        return Batch(ids.to(self.device), lengths.to(self.device), toks)
+        return Batch(to_device(ids, self.device), to_device(lengths, self.device), toks)
 
     def batch_of_ids(self, ids: torch.Tensor) -> Batch:
         """A batch of equal-length rows of token ids (no padding, no text)."""
-        ids = ids.to(self.device)
+        ids = to_device(ids, self.device)
         return Batch(ids, torch.full((ids.shape[0],), ids.shape[1], device=self.device))
 
     def __repr__(self) -> str:

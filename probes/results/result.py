@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import functools
 import platform
 import time
 from pathlib import Path
@@ -30,6 +31,13 @@ from .outputs import output_dir
 
 def library_versions() -> dict[str, str]:
     """Versions of the libraries whose behaviour a result depends on."""
+    return dict(_library_versions())
+
+
+@functools.cache
+def _library_versions() -> dict[str, str]:
+    # read once per process: each lookup scans the environment's package metadata (3 ms here, several
+    # times that with a long sys.path), which was a tenth of a GPU capture's time
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version()}
