@@ -281,6 +281,19 @@ CASES = [
     ("arithmetic-control-seeds-zero", ["arithmetic", *LLAMA, "--control-seeds", "0", *OUT], 2, "seeds 0"),
     ("arithmetic-neuron-layer-out-of-range", ["arithmetic", *LLAMA, "--neuron-layers", "12", *OUT], 2, "layer 12"),
     ("arithmetic-bad-cna-heads", ["arithmetic", *LLAMA, "--cna-heads", "3-", *OUT], 2, "'3-'"),
+    # --- Ray and device maps ---------------------------------------------------------------------------------
+    ("heads-ray-unreachable", ["heads", *LLAMA, "--prompts", "ioi", "--ray", "127.0.0.1:1", *OUT], 2,
+     "'127.0.0.1:1' cannot be reached"),
+    ("retrieval-ray-bad-address", ["retrieval", *LLAMA, "--ray", "head-node", *OUT], 2, "'head-node'"),
+    ("trace-ray-auto-without-cluster", ["trace", *LLAMA, "--facts", "facts", "--ray", "auto", *OUT], 2,
+     "'auto': no running Ray cluster"),
+    ("steer-ray-workers-zero", ["steer", *LLAMA, "--pairs", "sentiment-pairs", "--prompts", "sentiment", "--ray",
+                                "--workers", "0", *OUT], 2, "--workers"),
+    ("capture-device-map-does-not-fit", ["capture", "--model", "random:llama", "--device-map", "auto", "--max-memory",
+                                         "cpu=100KiB", "--prompts", "{in}/no_foil.jsonl", "--hooks",
+                                         "blocks.*.hook_resid_post", *OUT], 2, "cpu=100KiB"),
+    ("info-max-memory-malformed", ["info", "--model", "random:llama", "--device-map", "auto", "--max-memory", "cpu"],
+     2, "'cpu'"),
 ]
 
 

@@ -81,6 +81,13 @@ def test_hydra_and_steering(pair):
     pd.testing.assert_frame_equal(a, b, atol=1e-5, rtol=0)
 
 
+def test_a_map_that_needs_the_disk_needs_an_offload_folder(tmp_path):
+    with pytest.raises(HeadscopeError, match=r"does not fit cpu=100KiB: [\d.]+ KiB of its [\d.]+ KiB of weights"):
+        load_model("random:llama", device_map="auto", max_memory={"cpu": "100KiB"})
+    model = load_model("random:llama", device_map="auto", max_memory={"cpu": "500KiB"}, offload_folder=tmp_path)
+    assert model.info()["devices"] == ["cpu", "disk"]
+
+
 def test_bad_placements():
     with pytest.raises(HeadscopeError, match="unknown device map 'everywhere'"):
         load_model("random:llama", device_map="everywhere")

@@ -26,9 +26,10 @@ def model_options(parser: argparse.ArgumentParser, several: bool = False) -> Non
     parser.add_argument("--device-map", default=None, choices=STRATEGIES,
                         help="spread the layers over the GPUs, CPU memory and disk with accelerate (default: one device)")
     parser.add_argument("--max-memory", type=max_memory, default=None,
-                        help="with --device-map, each device's cap, like 0=20GiB,1=20GiB,cpu=60GiB (the rest to disk)")
-    parser.add_argument("--offload-folder", default=None, help="with --device-map, where weights beyond every cap go "
-                                                              "(default: a temporary directory)")
+                        help="with --device-map, each device's cap, like 0=20GiB,1=20GiB,cpu=60GiB")
+    parser.add_argument("--offload-folder", default=None, help="with --device-map, a folder for the weights beyond "
+                        "every cap, run from disk (default: none; a model that does not fit is refused with the size "
+                        "that has no place)")
     parser.add_argument("--dtype", default="float32", choices=list(DTYPES), help="weights and activations dtype")
     parser.add_argument("--seed", type=int, default=0, help="seed for random weights and stochastic analyses")
     parser.add_argument("--batch-size", type=int, default=None, help="rows per forward (default: what fits memory)")

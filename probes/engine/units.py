@@ -64,6 +64,25 @@ def check_cluster(cluster: Cluster | None) -> None:
     if cluster.workers is not None and (isinstance(cluster.workers, bool) or not isinstance(cluster.workers, int)
                                         or cluster.workers < 1):
         raise HeadscopeError(f"workers {cluster.workers!r} must be a whole number of at least 1")
+    if cluster.address not in ("local", "auto"):
+        _check_reachable(cluster.address)
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A cluster's address answers within ``timeout`` seconds (Ray itself retries an unreachable one for
+    minutes, printing a warning every few seconds)."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit():
+        raise HeadscopeError(f"Ray address {address!r} must be local, auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as err:
+        why = "no answer in %g s" % timeout if isinstance(err, TimeoutError) else (err.strerror or str(err))
+        raise HeadscopeError(f"Ray address {address!r} cannot be reached ({why}); "
+                             "is a Ray cluster running there?") from None
 
 
 def shard_dir(out: Path, params: dict) -> Path:
@@ -160,8 +179,14 @@ class _Worker:
     """A Ray actor: one model copy, loaded once, running units and writing their shards."""
 
     def __init__(self, load: dict):
+        import ray
+        import torch
+
         from ..models.loading import load_model
 
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+        if cpus:  # the worker's share of the cores: torch would otherwise take every core of the machine
+            torch.set_num_threads(max(1, int(cpus)))
         self.model = load_model(**load)
 
     def run(self, unit: Unit, shards: str) -> str:
@@ -182,9 +207,13 @@ class _Session:
         import ray
 
         if not ray.is_initialized():
-            ray.init(address=None if self.cluster.address == "local" else self.cluster.address, include_dashboard=False,
-                     log_to_driver=False, configure_logging=False,
-                     runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
+            try:
+                ray.init(address=None if self.cluster.address == "local" else self.cluster.address,
+                         include_dashboard=False, log_to_driver=False, configure_logging=False,
+                         runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
+            except ConnectionError:  # --ray auto on a machine that belongs to no cluster
+                raise HeadscopeError(f"Ray address {self.cluster.address!r}: no running Ray cluster was found; "
+                                     "start one (ray start --head) or use --ray local") from None
             self.started = True
         self.outer, _Session.current = _Session.current, self
         return self

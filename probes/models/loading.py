@@ -55,7 +55,8 @@ def load_model(spec: str = "default", device: str | torch.device = "auto", dtype
 
     ``device_map`` (``auto``, ``balanced``, ``sequential`` or an explicit map) spreads the layers over
     the GPUs, the CPU and the disk with accelerate (``placement``); ``max_memory`` caps each (``{0:
-    "20GiB", "cpu": "60GiB"}``), and what does not fit goes to ``offload_folder`` (default: a
+    "20GiB", "cpu": "60GiB"}``), and what does not fit runs from disk in ``offload_folder`` (without
+    one, a strategy's map that needs the disk is refused; an explicit map's ``disk`` entries use a
     temporary directory)."""
     from ..engine.run import probe_sdpa_hooks
     from .placement import check_placement, place

@@ -4,7 +4,8 @@
 big-model machinery (``infer_auto_device_map`` and ``dispatch_model``; headscope places nothing itself):
 ``auto`` and ``balanced`` spread the layers evenly over the GPUs (``get_balanced_memory``), ``sequential``
 fills them in order, an explicit map is taken as it is; ``max_memory`` caps each device (``{0: "20GiB",
-"cpu": "60GiB"}``) and what fits nowhere goes to disk. Accelerate's hooks then move each layer's input
+"cpu": "60GiB"}``); what fits nowhere goes to disk when an ``offload_folder`` is given, and is refused
+with its size otherwise. Accelerate's hooks then move each layer's input
 to the layer's device, so activations move with the layers and the engine's interventions (which
 move their values to the activation's device) apply wherever a hook fires; weights kept on the CPU or
 the disk are brought to the GPU for their layer's forward.
@@ -69,12 +70,38 @@ def place(hf_model, device_map, max_memory: dict | None, offload_folder: str | P
     if isinstance(device_map, str):
         if device_map in ("auto", "balanced") and torch.cuda.device_count() > 1:
             max_memory = get_balanced_memory(hf_model, max_memory=max_memory, no_split_module_classes=no_split)
-        device_map = infer_auto_device_map(hf_model, max_memory=max_memory, no_split_module_classes=no_split)
+        given = ",".join(f"{k}={v}" for k, v in max_memory.items()) if max_memory else "this machine's free memory"
+        device_map = infer_auto_device_map(hf_model, max_memory=dict(max_memory or {}) or None,
+                                           no_split_module_classes=no_split)
+        if offload_folder is None:
+            _check_fits(hf_model, device_map, given)
     folder = str(offload_folder or tempfile.mkdtemp(prefix="headscope-offload-"))
     dispatch_model(hf_model, device_map=device_map, offload_dir=folder,
                    main_device=_main_device(device_map))
     embeddings = next(hf_model.get_input_embeddings().parameters())
     return _execution_device(hf_model.get_input_embeddings()) or embeddings.device
+
+
+def _check_fits(hf_model, device_map: dict, given: str) -> None:
+    """A strategy's map keeps the model in memory: what it would put on the disk is refused, with its size,
+    unless an offload folder was given (a disk-offloaded model runs its layers from files, slowly)."""
+    from accelerate.utils import compute_module_sizes
+
+    on_disk = [name for name, where in device_map.items() if where == "disk"]
+    if not on_disk:
+        return
+    sizes = compute_module_sizes(hf_model)
+    left, total = sum(sizes[name] for name in on_disk), sizes[""]
+    raise HeadscopeError(f"the model does not fit {given}: {_size(left)} of its {_size(total)} of weights "
+                         "have no place; raise --max-memory by at least that, or pass --offload-folder DIR to keep "
+                         "them on disk")
+
+
+def _size(size: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale:
+            return f"{size / scale:.2f} {unit}"
+    return f"{size} bytes"
 
 
 def _main_device(device_map: dict) -> str | int:
