@@ -86,16 +86,17 @@ def _read_shards(directory: Path, shards: list[str]) -> dict[str, torch.Tensor]:
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]} if parts else {}
 
 
-def _select(name: str, act: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor,
+def _select(name: str, act: torch.Tensor, rows: torch.Tensor | None, positions: torch.Tensor | int,
             heads: torch.Tensor | None, n_keys: int) -> torch.Tensor:
-    """Rows ``(rows[i], positions[i])`` of an activation, per-head hooks restricted to ``heads``.
+    """Rows ``(rows[i], positions[i])`` of an activation, or position ``positions`` of every row when it
+    is one number (a view: no kernel to launch); per-head hooks restricted to ``heads``.
     Attention rows get ``n_keys`` keys (the longest prompt's length), whatever their batch's length:
     a key a prompt does not have gets weight 0 and the dtype's lowest score, as masking gives."""
     if name.endswith(PATTERN_HOOKS):
         act = act.transpose(1, 2)  # [batch, query, head, key]
         fill = 0.0 if name.endswith("hook_pattern") else torch.finfo(act.dtype).min
         act = torch.nn.functional.pad(act, (0, n_keys - act.shape[-1]), value=fill)
-    out = act[rows, positions]
+    out = act[:, positions] if isinstance(positions, int) else act[rows, positions]
     if heads is not None and out.ndim >= 3:
         out = out[:, heads]
     return out
@@ -154,28 +155,31 @@ def capture(
             "heads": None if heads is None else list(heads), "n_prompts": len(prompts),
             "batch_size": slices[0].stop - slices[0].start if slices else 0}
     writer = _ShardWriter(Path(out), shard_rows, overwrite) if out is not None else None
-    frames, kept = [], {n: [] for n in names}
+    index: dict[str, list] = {"prompt": [], "position": [], "id": []}
+    kept: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+    heads_at = None if head_index is None else to_device(head_index, model.device)
+
     def forward(prompt_rows: list[int]) -> None:
         sl = slice(prompt_rows[0], prompt_rows[-1] + 1)
-        rows, pos = _row_positions([len(t) for t in toks[sl]], positions)
+        lengths = [len(t) for t in toks[sl]]
+        rows, pos = _row_positions(lengths, positions)
         if len(rows) == 0:
             return
         batch = model.batch(toks[sl])
-        # indices on the model's device before the forward: a copy inside a hook would wait for the GPU
-        at = [None if i is None else to_device(i, model.device) for i in (rows, pos, head_index)]
-        keep = lambda n, a: _select(n, a, *(None if i is None else i.to(a.device) for i in at), longest)  # noqa: E731
+        if positions == "last" and len(set(lengths)) == 1:  # one position of every row: a view per hook
+            at = (None, lengths[0] - 1)
+        else:  # indices on the model's device before the forward: a copy inside a hook would wait for the GPU
+            at = (to_device(rows, model.device), to_device(pos, model.device))
+        keep = lambda n, a: _select(n, a, *at, heads_at, longest)  # noqa: E731
         result = run(model, batch, record=Record(names, keep=keep), logits=False)  # stops after the last hook
-        ids = [toks[sl][r].ids[p] for r, p in zip(rows.tolist(), pos.tolist())]  # from the CPU tokens
-        frame = pd.DataFrame({"prompt": (rows + sl.start).tolist(), "position": pos.tolist(),
-                              "token": [model.tokenizer.decode([i]) for i in ids]})
-        # kept in memory, the copies to the host are queued behind the forward, not waited for: the
-        # next batch's forward is launched meanwhile (synchronised once, before the tensors are read)
-        values = {n: result.cache[n].to("cpu" if device == "cpu" else model.device, non_blocking=writer is None)
-                  for n in names}
+        index["prompt"] += (rows + sl.start).tolist()
+        index["position"] += pos.tolist()
+        index["id"] += [toks[sl][r].ids[p] for r, p in zip(rows.tolist(), pos.tolist())]  # from the CPU tokens
+        values = _moved({n: result.cache[n] for n in names}, "cpu" if device == "cpu" else model.device,
+                        wait=writer is not None)
         if writer is not None:
-            writer.add(frame, values)
+            writer.add(values, len(rows))
         else:
-            frames.append(frame)
             for n in names:
                 kept[n].append(values[n])
 
@@ -185,15 +189,31 @@ def capture(
             halving(list(range(sl.start, sl.stop)), forward)
         if model.device.type == "cuda":  # the queued copies to the host are done
             torch.cuda.synchronize(model.device)
+        frame = pd.DataFrame({"prompt": index["prompt"], "position": index["position"],
+                              "token": model.tokenizer.batch_decode([[i] for i in index["id"]])})
         meta["seconds"] = round(time.perf_counter() - started, 3)
         if writer is not None:
-            return writer.finish(meta)
+            return writer.finish(frame, meta)
     except BaseException:
         if writer is not None:
             writer.abort()
         raise
-    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["prompt", "position", "token"])
     return Activations(frame, meta, {n: torch.cat(v) for n, v in kept.items() if v})
+
+
+def _moved(values: dict[str, torch.Tensor], target, wait: bool) -> dict[str, torch.Tensor]:
+    """``values`` on ``target``: those of one shape stacked into one copy (one kernel and one transfer
+    for every layer's residual stream, not one per hook). Unless ``wait``, copies to the host are queued
+    behind the forward, not waited for: the next batch's forward is launched meanwhile (the caller
+    synchronises once, before the tensors are read)."""
+    groups: dict[tuple, list[str]] = {}
+    for name, value in values.items():
+        groups.setdefault((tuple(value.shape), value.dtype, value.device), []).append(name)
+    out = {}
+    for names in groups.values():
+        stacked = torch.stack([values[n] for n in names]).to(target, non_blocking=not wait)
+        out.update(zip(names, stacked.unbind(0)))
+    return out
 
 
 def _row_positions(lengths: list[int], positions) -> tuple[torch.Tensor, torch.Tensor]:
@@ -218,16 +238,14 @@ class _ShardWriter:
         self.overwrite = overwrite
         self.shard_rows = shard_rows
         self.staging = new_staging(self.target)
-        self.frames: list[pd.DataFrame] = []
         self.buffer: dict[str, list[torch.Tensor]] = {}
         self.buffered = 0
         self.shards: list[str] = []
 
-    def add(self, frame: pd.DataFrame, values: dict[str, torch.Tensor]) -> None:
-        self.frames.append(frame)
+    def add(self, values: dict[str, torch.Tensor], n_rows: int) -> None:
         for n, v in values.items():
             self.buffer.setdefault(n, []).append(v.cpu())
-        self.buffered += len(frame)
+        self.buffered += n_rows
         if self.buffered >= self.shard_rows:
             self._flush()
 
@@ -241,9 +259,8 @@ class _ShardWriter:
         self.shards.append(name)
         self.buffer, self.buffered = {}, 0
 
-    def finish(self, meta: dict) -> Activations:
+    def finish(self, frame: pd.DataFrame, meta: dict) -> Activations:
         self._flush()
-        frame = pd.concat(self.frames, ignore_index=True)
         result = Activations(frame, {**meta, "shards": self.shards})
         frame.to_parquet(self.staging / f"{Activations.table}.parquet", index=False)
         write_meta(self.staging, result.saved_meta())

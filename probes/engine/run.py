@@ -85,10 +85,23 @@ class RunOutput:
     past: object | None = None  # the HF cache of keys and values, when kv_cache=True
 
 
+_GATES = ("use_attn_result", "use_split_qkv_input", "use_hook_mlp_in", "use_attn_in")
+
+
 def hook_names(model: Model, patterns: str | Sequence[str]) -> list[str]:
-    """TransformerLens hook names matching glob patterns (``blocks.*.hook_resid_post``) or exact names."""
+    """TransformerLens hook names matching glob patterns (``blocks.*.hook_resid_post``) or exact names.
+    Resolved once per model, patterns and hook gates (the bridge rebuilds its hook dictionary, with
+    aliases, on every access: a run that records every layer paid that once per batch)."""
     if isinstance(patterns, str):
         patterns = [p.strip() for p in patterns.split(",") if p.strip()]
+    key = (tuple(patterns), tuple(bool(getattr(model.bridge.cfg, gate, False)) for gate in _GATES))
+    resolved = model.__dict__.setdefault("_hook_names", {})
+    if key not in resolved:
+        resolved[key] = _resolve_hooks(model, key[0])
+    return list(resolved[key])
+
+
+def _resolve_hooks(model: Model, patterns: tuple[str, ...]) -> list[str]:
     bridge, available = model.bridge, None
     every = bridge.hook_dict  # built on each access (with its aliases): once per call
     out: list[str] = []
