@@ -22,17 +22,25 @@ from headscope.probes.engine.run import chunks
 
 
 def timed(fn, device, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
+    return interleaved([fn], device, repeats)[0]
+
+
+def interleaved(fns, device, repeats: int) -> list[float]:
+    """Median seconds of each of ``fns``, taken in turns within each repeat (the machine's speed drifts
+    between repeats: timed one after another, two equal functions differed by 1.4x on the 2-core CPU)."""
+    for fn in fns:
+        fn()  # warm-up
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for fn, kept in zip(fns, times):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            kept.append(time.perf_counter() - start)
+    return [statistics.median(kept) for kept in times]
 
 
 def make_prompt(model, n_tokens: int) -> str:
@@ -71,7 +79,7 @@ def main() -> None:
         capture(model, prompts, "blocks.*.hook_resid_post", positions="last", batch_size=args.batch_size,
                 progress=False)
 
-    t_bare, t_cap = timed(bare, dev, args.repeats), timed(cap, dev, args.repeats)
+    t_bare, t_cap = interleaved([bare, cap], dev, args.repeats)
     print(f"capture all {model.n_layers} resid_post (last pos), {args.prompts} prompts x {n_tok} tokens: "
           f"{t_cap * 1e3:.1f} ms vs bare forward {t_bare * 1e3:.1f} ms -> capture/bare = {t_cap / t_bare:.2f}")
 
