@@ -18,7 +18,7 @@ import time
 import torch
 
 from headscope.probes import Edit, capture, load_model, run
-from headscope.probes.engine.run import chunks
+from headscope.probes.engine.batching import chunks
 
 
 def timed(fn, device, repeats: int) -> float:

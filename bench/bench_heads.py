@@ -23,7 +23,7 @@ from headscope.circuits.heads.ablation import all_heads, prepare
 from headscope.circuits.heads.single_heads import head_ablation
 from headscope.circuits.heads.importance import gradient_importance
 from headscope.probes import Intervention, load_model, run
-from headscope.probes.engine.run import chunks
+from headscope.probes.engine.batching import chunks
 
 PROMPTS = [
     ("The Eiffel Tower is located in the city of", " Paris"),

@@ -23,7 +23,7 @@ import torch
 from headscope.circuits.causal import trace
 from headscope.circuits.heads.single_heads import head_ablation
 from headscope.probes import load_model, run
-from headscope.probes.engine.run import auto_batch_size, row_bytes
+from headscope.probes.engine.batching import auto_batch_size, row_bytes
 from headscope.probes.models.placement import parse_max_memory
 from headscope.probes.readouts.lens import logit_lens
 

@@ -24,7 +24,7 @@ from headscope.circuits.steering import Setting, Steering, hydra, mean_differenc
 from headscope.circuits.steering.apply import CONTROLS
 from headscope.probes import load_model, run
 from headscope.probes.engine.generate import generate
-from headscope.probes.engine.run import chunks
+from headscope.probes.engine.batching import chunks
 from headscope.probes.text.corpus import passages
 
 

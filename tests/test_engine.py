@@ -6,7 +6,7 @@ import torch
 from headscope.probes import Edit, HeadscopeError, Intervention, run
 from headscope.probes.engine.attention_mode import choose_attention
 from headscope.probes.models import hooks
-from headscope.probes.engine.run import auto_batch_size, chunks
+from headscope.probes.engine.batching import auto_batch_size, chunks
 
 from conftest import PROMPTS
 

@@ -29,7 +29,7 @@ import torch
 
 from ...probes.models import hooks
 from ...probes import HeadscopeError, Model, Record, Result, run
-from ...probes.engine.run import row_chunks
+from ...probes.engine.batching import row_chunks
 
 from ..heads.ablation import Head, prepare
 from ..heads.single_heads import head_ablation

@@ -42,7 +42,7 @@ from ...probes import HeadscopeError, Model, Record, Result, Tokens, run
 from ...probes.models.placement import materialized
 from ...probes.readouts.decompose import final_norm, norm_of, readout
 from ...probes.engine.interventions import Edit
-from ...probes.engine.run import row_chunks
+from ...probes.engine.batching import row_chunks
 
 Head = tuple[int, int]
 

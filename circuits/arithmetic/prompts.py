@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 
 from ...probes import HeadscopeError, Model, Result, Tokens, run
-from ...probes.engine.run import chunks
+from ...probes.engine.batching import chunks
 from ...probes.engine.generate import generate
 from ...probes.text.prompts import read_text_file
 

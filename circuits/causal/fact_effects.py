@@ -24,7 +24,7 @@ import random
 import pandas as pd
 
 from ...probes import HeadscopeError, Model, Result, read_records, run
-from ...probes.engine.run import row_chunks
+from ...probes.engine.batching import row_chunks
 
 from ..stats import check_interval, interval_meta, mean_interval
 from .tracing import KINDS, default_window, noise_scale, trace

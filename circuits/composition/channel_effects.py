@@ -23,7 +23,7 @@ import torch
 
 from ...probes.models import hooks
 from ...probes import HeadscopeError, Intervention, Model, Record, Result, run
-from ...probes.engine.run import row_chunks
+from ...probes.engine.batching import row_chunks
 
 from .scores import writer_svd
 from .weights import HeadWeights, head_weights

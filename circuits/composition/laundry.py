@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from ...probes import HeadscopeError, Model, Result, run
-from ...probes.engine.run import row_chunks
+from ...probes.engine.batching import row_chunks
 
 from .channel_effects import check_writer, projection, run_variants
 

@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 
 from ...probes import HeadscopeError, Intervention, Model, Result, run
-from ...probes.engine.run import row_chunks
+from ...probes.engine.batching import row_chunks
 from ...probes.models import hooks
 from ...probes.progress import tracked
 from ...probes.models.placement import materialized

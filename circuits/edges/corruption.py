@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from ...probes import HeadscopeError, Model
-from ...probes.engine.run import row_chunks
+from ...probes.engine.batching import row_chunks
 from ..prompt_sets import Encoded
 from .writers import writer_outputs
 

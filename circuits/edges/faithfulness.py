@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ...probes import HeadscopeError, Intervention, Model, run
-from ...probes.engine.run import row_chunks
+from ...probes.engine.batching import row_chunks
 from ...probes.models import hooks
 from ...probes.progress import tracked
 from ...probes.readouts.decompose import head_outputs

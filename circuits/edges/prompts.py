@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from ...probes import HeadscopeError, Model, run
-from ...probes.engine.run import row_chunks
+from ...probes.engine.batching import row_chunks
 from ..metrics import SET_METRICS
 from ..prompt_sets import Encoded, encode
 

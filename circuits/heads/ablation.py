@@ -35,7 +35,7 @@ import torch
 
 from ...probes.models import hooks
 from ...probes import HeadscopeError, Model, run
-from ...probes.engine.run import row_chunks
+from ...probes.engine.batching import row_chunks
 from ...probes.engine.sweep import Patch, base_run, sweep
 
 from ..metrics import pick, target_metric

@@ -21,7 +21,7 @@ import torch
 
 from ...probes.models import hooks
 from ...probes import Model, Tokens, run
-from ...probes.engine.run import row_chunks
+from ...probes.engine.batching import row_chunks
 
 DETECTORS = ("induction", "previous_token", "duplicate_token")
 

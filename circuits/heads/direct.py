@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ...probes.engine.run import Record, row_chunks, run
+from ...probes.engine.batching import row_chunks
+from ...probes.engine.run import Record, run
 from ...probes.models import hooks
 from ...probes.readouts.decompose import head_outputs
 

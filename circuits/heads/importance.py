@@ -31,7 +31,7 @@ import torch
 from ..head_scores import head_scores
 from ...probes.models import hooks
 from ...probes import HeadscopeError, Intervention, Result, run
-from ...probes.engine.run import row_chunks
+from ...probes.engine.batching import row_chunks
 
 from .ablation import Ablation, Head, ablate, all_heads, prompt_metric
 

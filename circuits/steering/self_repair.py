@@ -37,7 +37,8 @@ import pandas as pd
 import torch
 
 from ...probes import Model, Result
-from ...probes.engine.run import Record, row_chunks
+from ...probes.engine.batching import row_chunks
+from ...probes.engine.run import Record
 from ...probes.engine.sweep import Patch, base_run, sweep
 from ...probes.models import hooks
 from ...probes.progress import tracked

@@ -28,7 +28,8 @@ import torch
 
 from ...probes import HeadscopeError, Model, Result
 from ...probes.engine.generate import generate
-from ...probes.engine.run import Halving, row_chunks, run
+from ...probes.engine.batching import Halving, row_chunks
+from ...probes.engine.run import run
 from ...probes.models import hooks
 from ...probes.models.model import Batch, Tokens
 from ...probes.progress import tracked

@@ -3,7 +3,8 @@
 from .capture import Activations, capture
 from .generate import generate
 from .interventions import Edit, Intervention
-from .run import Record, RunOutput, RunSpec, auto_batch_size, chunks, hook_names, row_chunks, run
+from .batching import auto_batch_size, chunks, row_chunks
+from .run import Record, RunOutput, RunSpec, hook_names, run
 from .sweep import Patch, base_run, sweep
 
 __all__ = ["Activations", "Edit", "Intervention", "Patch", "Record", "RunOutput", "RunSpec", "auto_batch_size",

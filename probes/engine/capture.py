@@ -19,7 +19,8 @@ from typing import Sequence
 import pandas as pd
 import torch
 
-from .run import Halving, Record, hook_names, row_chunks, run
+from .batching import Halving, row_chunks
+from .run import Record, hook_names, run
 from ..errors import HeadscopeError
 from ..models.model import Model, to_device
 from ..text.prompts import read_prompts

@@ -31,7 +31,8 @@ from ..models import hooks
 from ..errors import HeadscopeError
 from .attention_mode import choose_attention
 from .interventions import Intervention
-from .run import Halving, Record, RunOutput, auto_batch_size, prefix_cache, run
+from .batching import Halving, auto_batch_size
+from .run import Record, RunOutput, prefix_cache, run
 from ..models.model import Batch, Model, Tokens
 from ..progress import tracked
 

@@ -36,7 +36,8 @@ from ..models import hooks
 from ..models.atomic import atomic_file
 from ..text.corpus import read_texts, token_chunks
 from .decompose import Readout
-from ..engine.run import row_chunks, run
+from ..engine.batching import row_chunks
+from ..engine.run import run
 from ..errors import HeadscopeError
 from ..models.model import Model
 from ..models.files import cache_dir
