@@ -9,12 +9,14 @@ Training follows AlignmentResearch/tuned-lens: minimise KL(final || lens) at the
 averaged over tokens and summed over layers; SGD with Nesterov momentum 0.9, learning rate
 ``lr_scale * (1 - momentum)`` = 0.1, weight decay 1e-3 (which pulls ``A`` towards zero, i.e. the map
 towards the identity), the learning rate decaying linearly to zero without warm-up, gradients
-clipped to norm 1 jointly over all layers, 250 steps, lens logits from a bfloat16 unembedding.
-Deviations, for a 2-core CPU: the reference streams 2^18 tokens per step from the Pile; here the
-text is the project's own passages (or the user's), the model runs once over the training text, and
-each step draws ``tokens // steps`` positions at random from that pool (the default ``tokens`` is
-2^14, about five minutes on 2 CPU cores for the default model; raise it on a GPU). The training loss
-is computed by a fused function (``_CrossEntropyToFinal``) that keeps one vocabulary-sized buffer.
+clipped to norm 1 jointly over all layers, 250 steps, lens logits from a bfloat16 unembedding (on a
+GPU; ``autocast``). Deviations, for a 2-core CPU: on the CPU the lens logits are float32 (on a CPU
+without bfloat16 instructions, AVX-512 only, bfloat16 training steps were 2.4x slower); the reference
+streams 2^18 tokens per step from the Pile; here the text is the project's own passages (or the
+user's), the model runs once over the training text, and each step draws ``tokens // steps``
+positions at random from that pool (the default ``tokens`` is 2^14, about nine minutes on 2 CPU cores
+for the default model; raise it on a GPU). The training loss is computed by a fused function
+(``_CrossEntropyToFinal``) that keeps one vocabulary-sized buffer.
 
 A lens is saved as safetensors (translators, with the model identity and training record in the
 file's metadata) plus a readable JSON beside it, and refuses to load for a model whose identity
@@ -154,17 +156,20 @@ def train_tuned_lens(
     weight_decay: float = 1e-3,
     clip: float = 1.0,
     micro_batch: int = 1024,
-    autocast: bool = True,
+    autocast: bool | None = None,
     seed: int = 0,
     progress: bool = True,
 ) -> TunedLens:
-    """Train a tuned lens on ``text`` (default: the shipped passages' training split); module docstring."""
+    """Train a tuned lens on ``text`` (default: the shipped passages' training split); module docstring.
+    ``autocast``: lens logits from a bfloat16 unembedding (default: on a GPU only)."""
     for name, value, low in (("tokens", tokens, 1), ("steps", steps, 1), ("micro_batch", micro_batch, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise HeadscopeError(f"{name} {value!r} must be a positive integer")
     if tokens < steps:
         raise HeadscopeError(f"tokens ({tokens}) must be at least steps ({steps}): each step needs a token")
     started = time.perf_counter()
+    if autocast is None:
+        autocast = model.device.type == "cuda"
     generator = torch.Generator().manual_seed(seed)
     ids = token_chunks(model, read_texts(text), seq_len)
     n_seq = min(len(ids), math.ceil(tokens / seq_len))
